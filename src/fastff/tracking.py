@@ -1,0 +1,26 @@
+"""Weights & Biases run settings shared by every entry point (train, eval, bench, sweep)."""
+
+from __future__ import annotations
+
+import os
+
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def resolve_wandb_mode(configured: str | None) -> str:
+    """Return the W&B mode to use: ``WANDB_MODE`` if set, else the configured one (default offline).
+
+    A stored ``wandb login`` never switches a run online by itself: the mode is always passed
+    explicitly to ``wandb.init``.
+
+    Raises:
+        ValueError: if the resulting mode is not one of ``WANDB_MODES``.
+    """
+    env = os.environ.get("WANDB_MODE")
+    mode = (env or configured or "offline").lower()
+    if mode == "dryrun":
+        mode = "offline"
+    if mode not in WANDB_MODES:
+        source = "WANDB_MODE" if env else "logger.wandb.mode"
+        raise ValueError(f"{source} must be one of {list(WANDB_MODES)}, got {mode!r}")
+    return mode
