@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast lint format clean
+.PHONY: help install train eval bench data test test-fast lint format clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,15 @@ install: $(STAMP)  ## create .venv and install fastff with dev extras (quick whe
 
 train: $(STAMP)  ## train the default experiment (FFF on digits); extra Hydra overrides via ARGS="..."
 	$(BIN)/python -m fastff.train $(ARGS)
+
+eval: $(STAMP)  ## evaluate a checkpoint: make eval ARGS="ckpt_path=outputs/.../last.ckpt"
+	$(BIN)/python -m fastff.eval $(ARGS)
+
+bench: $(STAMP)  ## inference-speed benchmark (FFF vs FF vs MoE vs reference); ARGS="mode=table1"
+	$(BIN)/python -m fastff.bench $(ARGS)
+
+data: $(STAMP)  ## download the paper's datasets into data/ (needs internet)
+	$(BIN)/python -m fastff.data.fetch $(ARGS)
 
 test: $(STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest $(ARGS)

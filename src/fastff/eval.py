@@ -1,0 +1,67 @@
+"""Hydra entry point: evaluate a saved checkpoint on its dataset's test split (hard inference).
+
+    python -m fastff.eval ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fastff.config_checks import ConfigError
+from fastff.data.errors import DatasetError
+from fastff.hydra_app import config_dir, exit_on_user_error
+from fastff.training.checkpoint import load_model, read_checkpoint, run_config
+from fastff.training.module import ClassifierModule
+from fastff.training.results import provenance, write_json_atomic
+from fastff.training.summary import print_summary
+
+log = logging.getLogger("fastff.eval")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test the checkpoint ``cfg.ckpt_path``; return and write ``eval.json`` in the run dir."""
+    try:
+        ckpt = read_checkpoint(cfg.ckpt_path)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    run = run_config(ckpt)
+    data_cfg = OmegaConf.create(run["data"])
+    if cfg.data_dir is not None:
+        data_cfg.data_dir = cfg.data_dir
+    data = instantiate(data_cfg)
+    model = load_model(cfg.ckpt_path)
+    module = ClassifierModule(model, optimizer=None, num_classes=data.num_classes,
+                              log_soft_accuracy=cfg.log_soft_accuracy)
+    trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, logger=False,
+                        enable_checkpointing=False, default_root_dir=cfg.paths.output_dir)
+    tested = trainer.test(module, datamodule=data, verbose=False)[0]
+    results = {
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "dataset": data.name,
+        "layer": run["layer"]["name"],
+        "test_acc": round(100 * tested["test/acc"], 4),
+        "test_acc_soft": round(100 * tested["test/acc_soft"], 4)
+        if "test/acc_soft" in tested else None,
+        "provenance": provenance(),
+    }
+    write_json_atomic(Path(cfg.paths.output_dir) / "eval.json", results)
+    print_summary({"dataset": results["dataset"], "layer": results["layer"],
+                   "G_A": results["test_acc"], "test_acc_soft": results["test_acc_soft"]})
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """Console script ``fastff-eval``."""
+    exit_on_user_error(lambda: evaluate(cfg), (ConfigError, DatasetError))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Shared plumbing of the Hydra entry points: where conf/ is, clean exits on user errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger("fastff")
+
+
+def config_dir() -> str:
+    """Absolute path of the Hydra configs: $FASTFF_CONFIG_DIR, else conf/ of this checkout."""
+    env = os.environ.get("FASTFF_CONFIG_DIR")
+    if env:
+        return str(Path(env).resolve())
+    return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def exit_on_user_error(func: Callable[[], T], errors: tuple[type[BaseException], ...]) -> T:
+    """Run ``func``; a user error (one of ``errors``) prints one line and exits with status 2."""
+    try:
+        return func()
+    except errors as err:
+        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

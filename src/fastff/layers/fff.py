@@ -1,0 +1,373 @@
+"""Fast feedforward layer (FFF): a balanced binary tree of sigmoid nodes over small FF leaves.
+
+Notation used in shapes: B inputs (all leading dimensions flattened), D = in_features,
+O = out_features, l = leaf_width, d = depth, L = 2**d leaves, N = 2**d - 1 nodes.
+Nodes are stored in heap order: level m starts at index 2**m - 1 and node k has the children
+2k + 1 (left) and 2k + 2 (right). Leaf j is the tree position N + j.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastff.layers._validation import check_input, check_int, check_probability
+from fastff.layers.activations import make_activation
+
+ENTROPY_EPSILON = 1e-6
+"""Node probabilities are clamped to [eps, 1 - eps] before the entropy, as in the reference."""
+
+HARD_GATHER_BUDGET_BYTES = 64 * 2**20
+"""Upper bound on the per-input leaf weights gathered at once by the plain hard path."""
+
+HARDENING_REDUCTIONS = ("mean", "sum")
+PARAMETER_NAMES = ("node_weights", "node_biases", "w1s", "b1s", "w2s", "b2s")
+REFERENCE_IGNORED_KEYS = ("node_usage", "leaf_usage")
+
+
+def bernoulli_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Natural-log Bernoulli(p) entropy, elementwise, p and 1 - p clamped to [1e-6, 1 - 1e-6].
+
+    Computed in at least float32 so that bfloat16/float16 probabilities give usable values.
+    """
+    p = p.to(torch.promote_types(p.dtype, torch.float32))
+    q = (1 - p).clamp(ENTROPY_EPSILON, 1 - ENTROPY_EPSILON)
+    p = p.clamp(ENTROPY_EPSILON, 1 - ENTROPY_EPSILON)
+    return -p * torch.log(p) - q * torch.log(q)
+
+
+class FFF(nn.Module):
+    """Fast feedforward layer (Belcak & Wattenhofer, 2023), interoperable with ``fastfeedforward``.
+
+    Training (``train()``, :meth:`soft_forward`): every node k gives c_k = sigmoid(w_k . x + b_k),
+    the probability of going right, and the output is the mixture of all 2**depth leaves weighted
+    by the product of the decisions on each leaf's path. Each leaf is an FF network
+    ``act(x @ w1s[j] + b1s[j]) @ w2s[j] + b2s[j]``. Inference (``eval()``, :meth:`hard_forward`):
+    at each level go right where the node logit is >= 0 (a logit of exactly 0 goes right), then
+    evaluate only the leaf reached.
+
+    Argument order follows ``nn.Linear``: ``FFF(in_features, out_features, leaf_width, depth)``.
+    The reference package's order is ``fastfeedforward.FFF(input_width, leaf_width, output_width,
+    depth)``, so pass keyword arguments when porting code. Parameter names, shapes and
+    initialisation equal the reference's (with the same seed both draw the same weights), so
+    :meth:`from_reference` and :meth:`load_reference_state_dict` load its weights directly.
+    Unlike the reference's ``eval_forward``, the hard path keeps the leaf output bias ``b2s``
+    and agrees with the reference's ``training_forward(use_hard_decisions=True)``.
+
+    Args:
+        in_features: D, size of the last input dimension.
+        out_features: O, size of the last output dimension.
+        leaf_width: l >= 1, hidden width of every leaf.
+        depth: d >= 0; the tree has 2**d leaves and 2**d - 1 nodes (depth 0 is one plain FF leaf).
+        activation: leaf activation, a name from ``fastff.layers.activations.ACTIVATIONS`` or a
+            module.
+        dropout: probability of dropping leaf hidden activations, training only.
+        region_leak: probability of a randomized child transposition: independently per input
+            and per node, the soft decision <1 - c, c> is swapped to <c, 1 - c>. Training only.
+        hardening: weight h of the entropy term in :attr:`aux_loss` (finite, >= 0).
+        hardening_reduction: ``"mean"`` (default, as the official example) averages the per-input,
+            per-node entropies over inputs and nodes; ``"sum"`` (the paper's formula) sums them.
+        frozen_tree: the paper's h = infinity: node weights and biases are not trainable. The
+            entropy is still computed for :attr:`node_entropy`; with ``hardening > 0`` the
+            entropy term then has no trainable parameter in this layer, but its gradient still
+            reaches layers before it through the input.
+
+    Shapes:
+        input (..., D) -> output (..., O); every leading dimension is a batch dimension.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        leaf_width: int,
+        depth: int,
+        activation: str | nn.Module = "relu",
+        dropout: float = 0.0,
+        region_leak: float = 0.0,
+        hardening: float = 0.0,
+        hardening_reduction: str = "mean",
+        frozen_tree: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_features = check_int("in_features", in_features, 1)
+        self.out_features = check_int("out_features", out_features, 1)
+        self.leaf_width = check_int("leaf_width", leaf_width, 1)
+        self.depth = check_int("depth", depth, 0)
+        self.dropout = check_probability("dropout", dropout)
+        self.region_leak = check_probability("region_leak", region_leak)
+        self.hardening = _check_hardening(hardening)
+        if hardening_reduction not in HARDENING_REDUCTIONS:
+            raise ValueError(
+                f"hardening_reduction must be one of {list(HARDENING_REDUCTIONS)}, "
+                f"got {hardening_reduction!r}"
+            )
+        self.hardening_reduction = hardening_reduction
+        if not isinstance(frozen_tree, bool):
+            raise ValueError(f"frozen_tree must be a bool, got {frozen_tree!r}")
+        self.frozen_tree = frozen_tree
+        self.activation = make_activation(activation)
+        self.leaf_dropout = nn.Dropout(self.dropout)
+
+        self.n_leaves = 2**self.depth
+        self.n_nodes = self.n_leaves - 1
+        # Same creation order, dtype and bounds as the reference, so equal seeds give equal weights.
+        in_bound = 1.0 / math.sqrt(self.in_features)
+        leaf_bound = 1.0 / math.sqrt(self.leaf_width)
+        n, d, l, o = self.n_nodes, self.in_features, self.leaf_width, self.out_features
+        self.node_weights = _uniform_parameter((n, d), in_bound)
+        self.node_biases = _uniform_parameter((n, 1), in_bound)
+        self.w1s = _uniform_parameter((self.n_leaves, d, l), in_bound)
+        self.b1s = _uniform_parameter((self.n_leaves, l), in_bound)
+        self.w2s = _uniform_parameter((self.n_leaves, l, o), leaf_bound)
+        self.b2s = _uniform_parameter((self.n_leaves, o), leaf_bound)
+        if frozen_tree:
+            self.node_weights.requires_grad_(False)
+            self.node_biases.requires_grad_(False)
+
+        self._aux_loss: torch.Tensor | None = None
+        self._node_entropy: torch.Tensor | None = None
+
+    # ----------------------------------------------------------------------------------- sizes
+    @staticmethod
+    def depth_for(width: int, leaf_width: int) -> int:
+        """Depth d with ``width == leaf_width * 2**d``; ValueError if no integer d >= 0 exists."""
+        check_int("width", width, 1)
+        check_int("leaf_width", leaf_width, 1)
+        ratio, remainder = divmod(width, leaf_width)
+        if remainder or ratio & (ratio - 1):
+            raise ValueError(
+                "width must be leaf_width * 2**depth for an integer depth >= 0, "
+                f"got width={width}, leaf_width={leaf_width}"
+            )
+        return ratio.bit_length() - 1
+
+    @property
+    def training_width(self) -> int:
+        """Neurons evaluated per input in training: all leaves, 2**d * l."""
+        return self.n_leaves * self.leaf_width
+
+    @property
+    def inference_width(self) -> int:
+        """Leaf neurons evaluated per input at inference: l."""
+        return self.leaf_width
+
+    @property
+    def training_size(self) -> int:
+        """All nodes and leaf neurons: (2**d - 1) + 2**d * l."""
+        return self.n_nodes + self.training_width
+
+    @property
+    def inference_size(self) -> int:
+        """Neurons on one root-to-leaf path: d + l."""
+        return self.depth + self.leaf_width
+
+    # ----------------------------------------------------------------------------- regulariser
+    @property
+    def aux_loss(self) -> torch.Tensor:
+        """hardening * entropy term of the last soft forward (differentiable, scalar).
+
+        A zero scalar after a hard forward, before any forward, and at depth 0 (no nodes).
+        """
+        if self._aux_loss is None:
+            return torch.zeros((), device=self.w1s.device)
+        return self._aux_loss
+
+    @property
+    def node_entropy(self) -> torch.Tensor | None:
+        """Detached batch-mean decision entropy per node, shape (2**d - 1,), of the last soft
+        forward (natural log, at most ln 2); None before the first soft forward."""
+        return self._node_entropy
+
+    # -------------------------------------------------------------------------------- forwards
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., O): :meth:`soft_forward` when training, else :meth:`hard_forward`."""
+        if self.training:
+            return self.soft_forward(x)
+        return self.hard_forward(x)
+
+    def soft_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Soft mixture of all leaves, (..., D) -> (..., O); records aux_loss and node_entropy.
+
+        Region leak and dropout apply only in training mode.
+        """
+        check_input(x, self.in_features, "FFF")
+        x2d = x.reshape(-1, self.in_features)
+        node_weights, node_biases = self._node_parameters()
+        probabilities = torch.sigmoid(
+            nn.functional.linear(x2d, node_weights, node_biases.squeeze(-1))
+        )  # (B, N): probability of going right at each node
+        mixture = probabilities.new_ones((x2d.shape[0], 1))  # (B, 1)
+        level_probabilities = []
+        for level in range(self.depth):
+            start = 2**level - 1
+            right = probabilities[:, start : 2 * start + 1]  # (B, 2**level)
+            if self.training and self.region_leak > 0.0:
+                swap = torch.rand_like(right) < self.region_leak
+                right = torch.where(swap, 1 - right, right)
+            level_probabilities.append(right)
+            # Children of level position p sit at 2p (left) and 2p + 1 (right) on the next level.
+            mixture = torch.stack((mixture * (1 - right), mixture * right), dim=-1).flatten(1)
+        self._record_entropy(level_probabilities)
+
+        hidden = x2d @ self.w1s.transpose(0, 1).reshape(self.in_features, -1)  # (B, L*l)
+        hidden = hidden.view(-1, self.n_leaves, self.leaf_width) + self.b1s  # (B, L, l)
+        hidden = self.leaf_dropout(self.activation(hidden))
+        weighted = (hidden * mixture.unsqueeze(-1)).flatten(1)  # (B, L*l)
+        y = weighted @ self.w2s.reshape(-1, self.out_features) + mixture @ self.b2s  # (B, O)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def hard_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Hard routing to one leaf per input, (..., D) -> (..., O); no dropout or region leak."""
+        check_input(x, self.in_features, "FFF")
+        self._aux_loss = None
+        y = self._hard_forward_2d(x.reshape(-1, self.in_features))
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def leaf_indices(self, x: torch.Tensor) -> torch.Tensor:
+        """Index in [0, 2**d) of the leaf each input reaches by hard routing, (..., D) -> (...)."""
+        check_input(x, self.in_features, "FFF")
+        return self._route(x.reshape(-1, self.in_features)).view(x.shape[:-1])
+
+    def _hard_forward_2d(self, x2d: torch.Tensor) -> torch.Tensor:
+        """Hard forward on a flat batch, (B, D) -> (B, O)."""
+        return self._hard_forward_plain(x2d)
+
+    def _hard_forward_plain(self, x2d: torch.Tensor) -> torch.Tensor:
+        """Vectorised hard forward, (B, D) -> (B, O): route, then evaluate only the leaf reached.
+
+        The reached leaves' weights are gathered per input, in batch chunks that keep the gathered
+        copies below ``HARD_GATHER_BUDGET_BYTES``.
+        """
+        leaves = self._route(x2d)  # (B,)
+        per_input = self.leaf_width * (self.in_features + self.out_features)
+        chunk = max(1, HARD_GATHER_BUDGET_BYTES // (per_input * self.w1s.element_size()))
+        outputs = [
+            self._evaluate_leaves(x_part, leaf_part)
+            for x_part, leaf_part in zip(x2d.split(chunk), leaves.split(chunk), strict=True)
+        ]
+        if len(outputs) == 1:
+            return outputs[0]
+        return torch.cat(outputs) if outputs else x2d.new_zeros((0, self.out_features))
+
+    def _route(self, x2d: torch.Tensor) -> torch.Tensor:
+        """Leaf reached by each input, (B, D) -> (B,) long; right where the node logit is >= 0."""
+        node_weights, node_biases = self._node_parameters()
+        node = torch.zeros(x2d.shape[0], dtype=torch.long, device=x2d.device)  # (B,)
+        for _ in range(self.depth):
+            logits = torch.einsum("bd,bd->b", x2d, node_weights[node]) + node_biases[node, 0]
+            node = 2 * node + 1 + (logits >= 0).long()
+        return node - self.n_nodes
+
+    def _evaluate_leaves(self, x2d: torch.Tensor, leaves: torch.Tensor) -> torch.Tensor:
+        """Leaf ``leaves[i]`` applied to ``x2d[i]`` for every i, (B, D), (B,) -> (B, O)."""
+        hidden = torch.bmm(x2d.unsqueeze(1), self.w1s[leaves]).squeeze(1) + self.b1s[leaves]
+        hidden = self.activation(hidden)  # (B, l)
+        return torch.bmm(hidden.unsqueeze(1), self.w2s[leaves]).squeeze(1) + self.b2s[leaves]
+
+    def _node_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(node_weights (N, D), node_biases (N, 1)), detached when the tree is frozen."""
+        if self.frozen_tree:
+            return self.node_weights.detach(), self.node_biases.detach()
+        return self.node_weights, self.node_biases
+
+    def _record_entropy(self, level_probabilities: list[torch.Tensor]) -> None:
+        """Store node_entropy and aux_loss from the per-level right probabilities (B, 2**m)."""
+        if not level_probabilities:
+            self._node_entropy = torch.zeros(0, device=self.w1s.device)
+            self._aux_loss = None
+            return
+        entropies = bernoulli_entropy(torch.cat(level_probabilities, dim=1))  # (B, N)
+        self._node_entropy = entropies.detach().mean(dim=0)
+        term = entropies.mean() if self.hardening_reduction == "mean" else entropies.sum()
+        self._aux_loss = self.hardening * term
+
+    # ------------------------------------------------------------------- reference interop
+    @classmethod
+    def from_reference(
+        cls,
+        module: nn.Module,
+        *,
+        hardening: float = 0.0,
+        hardening_reduction: str = "mean",
+        frozen_tree: bool = False,
+    ) -> FFF:
+        """An FFF equal to a ``fastfeedforward.FFF``: its weights, activation, dropout, region_leak.
+
+        The result is on the reference's device and dtype and in its training mode. The
+        reference's ``train_hardened`` and usage counters have no counterpart and are ignored.
+        """
+        layer = cls(
+            in_features=module.input_width,
+            out_features=module.output_width,
+            leaf_width=module.leaf_width,
+            depth=int(module.depth),
+            activation=copy.deepcopy(module.activation),
+            dropout=module.dropout,
+            region_leak=module.region_leak,
+            hardening=hardening,
+            hardening_reduction=hardening_reduction,
+            frozen_tree=frozen_tree,
+        )
+        layer.to(device=module.w1s.device, dtype=module.w1s.dtype)
+        layer.load_reference_state_dict(module.state_dict())
+        return layer.train(module.training)
+
+    def load_reference_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load a ``fastfeedforward.FFF`` state_dict (also accepts this layer's own state_dict).
+
+        The reference's stored ``depth`` must equal this layer's depth; ``node_usage`` and
+        ``leaf_usage`` are ignored. Raises ValueError naming the offending key.
+        """
+        if "depth" in state_dict and int(state_dict["depth"]) != self.depth:
+            raise ValueError(
+                f"state_dict depth must equal this layer's depth={self.depth}, "
+                f"got {int(state_dict['depth'])}"
+            )
+        allowed = {*PARAMETER_NAMES, "depth", *REFERENCE_IGNORED_KEYS}
+        unexpected = sorted(set(state_dict) - allowed)
+        if unexpected:
+            raise ValueError(f"state_dict has unexpected keys {unexpected}; allowed: {allowed}")
+        for name in PARAMETER_NAMES:
+            if name not in state_dict:
+                raise ValueError(f"state_dict is missing the key {name!r}")
+            expected = getattr(self, name).shape
+            if tuple(state_dict[name].shape) != tuple(expected):
+                raise ValueError(
+                    f"state_dict[{name!r}] must have shape {tuple(expected)}, "
+                    f"got {tuple(state_dict[name].shape)}"
+                )
+        with torch.no_grad():
+            for name in PARAMETER_NAMES:
+                getattr(self, name).copy_(state_dict[name])
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"leaf_width={self.leaf_width}, depth={self.depth}, dropout={self.dropout}, "
+            f"region_leak={self.region_leak}, hardening={self.hardening}, "
+            f"hardening_reduction={self.hardening_reduction!r}, frozen_tree={self.frozen_tree}"
+        )
+
+
+def _check_hardening(value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            "hardening must be a finite number >= 0 (use frozen_tree=True for the paper's "
+            f"h = infinity), got {value!r}"
+        )
+    return float(value)
+
+
+def _uniform_parameter(shape: tuple[int, ...], bound: float) -> nn.Parameter:
+    return nn.Parameter(torch.empty(shape, dtype=torch.float).uniform_(-bound, bound))

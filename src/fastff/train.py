@@ -1,0 +1,141 @@
+"""Hydra entry point: compose -> fit -> test -> results (metrics.json and W&B).
+
+    python -m fastff.train                                   # FFF on digits (offline)
+    python -m fastff.train experiment=table1 data=mnist layer=fff layer.leaf_width=8
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fastff.config_checks import ConfigError, check_train_config
+from fastff.data.errors import DatasetError
+from fastff.hydra_app import config_dir, exit_on_user_error
+from fastff.models.layer_factory import layer_sizes
+from fastff.training.builders import build_callbacks, build_loggers, build_model
+from fastff.training.data import ProtocolDataModule
+from fastff.training.module import ClassifierModule
+from fastff.training.results import RESULT_KEYS, provenance, write_json_atomic
+from fastff.training.summary import print_summary
+
+log = logging.getLogger("fastff.train")
+
+
+def _percent(x: float | None) -> float | None:
+    return None if x is None or math.isnan(x) else round(100.0 * x, 4)
+
+
+def _finish_wandb(loggers: list, results: dict[str, Any]) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            summary = {k: v for k, v in results.items() if k in RESULT_KEYS or k == "test_acc_soft"}
+            logger.experiment.summary.update(summary)
+            logger.experiment.finish()
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train and test one configuration; return the results written to metrics.json."""
+    check_train_config(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+    started = time.time()
+
+    try:
+        data = instantiate(cfg.data)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    plain_cfg = OmegaConf.to_container(cfg, resolve=True)
+    model = build_model(cfg.model, cfg.layer, data.input_shape, data.num_classes)
+    scheduler_cfg = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None
+    monitor = scheduler_cfg.pop("monitor", "val/acc") if scheduler_cfg else "val/acc"
+    module = ClassifierModule(
+        model,
+        optimizer=instantiate(cfg.optimizer),
+        num_classes=data.num_classes,
+        scheduler=instantiate(scheduler_cfg) if scheduler_cfg else None,
+        scheduler_monitor=monitor,
+        log_soft_accuracy=cfg.log_soft_accuracy,
+        config={"run": plain_cfg, "input_shape": list(data.input_shape),
+                "num_classes": data.num_classes},
+    )
+    loggers = build_loggers(cfg)
+    callbacks = build_callbacks(cfg)
+    if loggers:
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(plain_cfg)
+
+    results: dict[str, Any] = {
+        "dataset": data.name,
+        "model": cfg.model.get("name"),
+        "layer": cfg.layer.name,
+        **layer_sizes(cfg.layer),
+        "seed": cfg.seed,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "M_A": None, "G_A": None, "ETT_M": None, "ETT_G": None,
+        "wall_time_s": None, "status": "failed",
+    }
+    if cfg.layer.name == "moe":
+        results.update({k: getattr(model.layer, k, None) for k in ("num_experts", "k")})
+        results["expert_width"] = cfg.layer.expert_width
+    metrics_path = output_dir / "metrics.json"
+    try:
+        trainer.fit(module, datamodule=ProtocolDataModule(data), ckpt_path=cfg.get("ckpt_path"))
+        tracker = module.tracker
+        results.update(M_A=_percent(tracker.memorization_accuracy), ETT_M=tracker.ett_m,
+                       ETT_G=tracker.ett_g, best_val_acc=_percent(tracker.best_val),
+                       epochs=len(tracker.history), history=tracker.history)
+        if trainer.interrupted:
+            results["status"] = "interrupted"
+        elif cfg.test:
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+            results["checkpoint"] = best
+            tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
+            results["G_A"] = _percent(tested.get("test/acc"))
+            results["test_acc_soft"] = _percent(tested.get("test/acc_soft"))
+            results["status"] = "interrupted" if trainer.interrupted else "finished"
+        else:
+            results["status"] = "finished"
+    except BaseException as err:
+        results["error"] = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        results["wall_time_s"] = round(time.time() - started, 3)
+        results["output_dir"] = str(output_dir)
+        results["config"] = plain_cfg
+        results["provenance"] = provenance()
+        write_json_atomic(metrics_path, results)
+    _finish_wandb(loggers, results)
+    print_summary(results)
+    log.info("results written to %s", metrics_path)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Console script ``fastff-train``; returns G_A for Hydra sweepers."""
+    if HydraConfig.initialized():
+        torch.set_float32_matmul_precision("high")
+    results = exit_on_user_error(lambda: train(cfg), (ConfigError, DatasetError))
+    return results.get("G_A")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Load a trained model or layer from a fastff Lightning checkpoint as a plain nn.Module."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastff.training.builders import build_model
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """The raw checkpoint dict; raises FileNotFoundError / ValueError with the path named."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"ckpt_path: no checkpoint file at {os.fspath(path)!r}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if "state_dict" not in ckpt or "config" not in ckpt.get("hyper_parameters", {}):
+        raise ValueError(f"ckpt_path: {os.fspath(path)!r} is not a checkpoint written by fastff.train")
+    return ckpt
+
+
+def run_config(ckpt: dict) -> dict[str, Any]:
+    """The resolved run config stored in a checkpoint."""
+    return ckpt["hyper_parameters"]["config"]["run"]
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the trained backbone (e.g. ``FlatNet``) from a checkpoint, in eval mode.
+
+    Example::
+
+        model = load_model("outputs/train/runs/<time>/checkpoints/last.ckpt")
+        logits = model(images)          # hard FFF inference (eval mode)
+        fff = model.layer               # the trained fastff.layers.FFF
+    """
+    ckpt = read_checkpoint(path, map_location)
+    meta = ckpt["hyper_parameters"]["config"]
+    config = meta["run"]
+    model = build_model(config["model"], config["layer"], meta["input_shape"], meta["num_classes"])
+    prefix = "model."
+    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load_layer(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """The trained layer (FFF, FF or MoE) of a flat-net checkpoint, in eval mode."""
+    return load_model(path, map_location).layer

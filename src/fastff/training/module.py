@@ -1,0 +1,156 @@
+"""The LightningModule: cross-entropy plus every layer's aux_loss, hard-inference metrics, M_A/G_A."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from fastff.training.layer_stats import level_entropies, soft_inference, total_aux_loss
+from fastff.training.protocol import ProtocolTracker
+
+VAL, TRAIN_EVAL = 0, 1
+MONITORABLE = ("val/acc", "val/loss", "train_eval/acc", "protocol/improvements")
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains a backbone on (images (B, C, H, W), labels (B,)) batches.
+
+    Training runs the layers' soft (training-mode) forward; validation and test run ``eval()``,
+    i.e. hard inference for FFF. Validation expects two dataloaders: the validation split (index 0)
+    and the whole training split without augmentation (index 1), giving M_A each epoch.
+
+    Args:
+        model: the backbone, e.g. ``FlatNet``.
+        optimizer: ``optimizer(params) -> torch.optim.Optimizer`` (a Hydra partial).
+        num_classes: number of classes.
+        scheduler: optional ``scheduler(optimizer)``, stepped per epoch on ``scheduler_monitor``.
+        scheduler_monitor: the metric a plateau scheduler watches (one of ``MONITORABLE``).
+        log_soft_accuracy: also log the soft forward's accuracy (diagnostic).
+        config: plain-dict run config stored in checkpoints (rebuilds the model in ``load_model``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerFactory,
+        num_classes: int,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_monitor: str = "val/acc",
+        log_soft_accuracy: bool = True,
+        config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_monitor = scheduler_monitor
+        self.log_soft_accuracy = log_soft_accuracy
+        self.tracker = ProtocolTracker()
+
+        def accuracy() -> MulticlassAccuracy:
+            return MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+        self.train_acc_soft = accuracy()
+        self.val_acc, self.val_acc_soft, self.train_eval_acc = accuracy(), accuracy(), accuracy()
+        self.test_acc, self.test_acc_soft = accuracy(), accuracy()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> logits (B, num_classes), in the model's current mode."""
+        return self.model(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        x, y = batch
+        logits = self.model(x)
+        ce = F.cross_entropy(logits.float(), y)
+        aux = total_aux_loss(self.model, ce)
+        loss = ce + aux
+        self.train_acc_soft(logits, y)
+        n = y.shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/ce", ce, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train/aux_loss", aux, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train/acc_soft", self.train_acc_soft, on_step=False, on_epoch=True, batch_size=n)
+        for key, value in level_entropies(self.model).items():
+            self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def _soft_logits(self, x: torch.Tensor) -> torch.Tensor:
+        with soft_inference(self.model):
+            return self.model(x)
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch
+        logits = self.model(x)
+        n = y.shape[0]
+        if dataloader_idx == TRAIN_EVAL:
+            self.train_eval_acc.update(logits, y)
+            return
+        self.val_acc.update(logits, y)
+        loss = F.cross_entropy(logits.float(), y)
+        self.log("val/loss", loss, on_epoch=True, batch_size=n, add_dataloader_idx=False)
+        if self.log_soft_accuracy:
+            self.val_acc_soft.update(self._soft_logits(x), y)
+
+    def on_validation_epoch_end(self) -> None:
+        val_acc = self.val_acc.compute().item()
+        self.log("val/acc", val_acc, prog_bar=True)
+        self.val_acc.reset()
+        if self.log_soft_accuracy and self.val_acc_soft.update_count:
+            self.log("val/acc_soft", self.val_acc_soft.compute().item())
+            self.val_acc_soft.reset()
+        train_acc = float("nan")
+        if self.train_eval_acc.update_count:
+            train_acc = self.train_eval_acc.compute().item()
+            self.log("train_eval/acc", train_acc, prog_bar=True)
+            self.train_eval_acc.reset()
+        if self.trainer.sanity_checking:
+            return
+        self.tracker.update(self.current_epoch + 1, train_acc, val_acc)
+        self.log("protocol/improvements", float(self.tracker.improvements))
+        self.log("protocol/M_A", self.tracker.best_train)
+        self.log("protocol/best_val_acc", self.tracker.best_val)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        self.test_acc.update(self.model(x), y)
+        if self.log_soft_accuracy:
+            self.test_acc_soft.update(self._soft_logits(x), y)
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/acc", self.test_acc.compute().item())
+        self.test_acc.reset()
+        if self.log_soft_accuracy and self.test_acc_soft.update_count:
+            self.log("test/acc_soft", self.test_acc_soft.compute().item())
+            self.test_acc_soft.reset()
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": self.scheduler_factory(optimizer),
+                "monitor": self.scheduler_monitor,
+                "interval": "epoch",
+                "frequency": 1,
+            },
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["protocol"] = self.tracker.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "protocol" in checkpoint:
+            self.tracker.load_state_dict(checkpoint["protocol"])

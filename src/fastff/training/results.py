@@ -1,0 +1,75 @@
+"""A run's results: metrics.json in the run dir (written atomically), with provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULT_KEYS = (
+    "dataset", "model", "layer", "width", "leaf_width", "depth", "seed", "training_width",
+    "inference_width", "inference_size", "n_params", "M_A", "G_A", "ETT_M", "ETT_G",
+    "wall_time_s", "status",
+)
+PACKAGES = ("fastff", "torch", "torchvision", "lightning", "torchmetrics", "hydra-core", "wandb",
+            "timm", "numpy")
+
+
+def git_info(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Commit hash and dirty flag of the checkout ``cwd`` is in (None outside git)."""
+    def run(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                                 timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    commit = run("rev-parse", "HEAD")
+    status = run("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def device_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
+                            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                            "cuda": torch.cuda.is_available()}
+    if info["cuda"]:
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def provenance() -> dict[str, Any]:
+    """Where a result came from: git commit, package versions, device, command line."""
+    return {"git": git_info(Path(__file__).parent), "versions": package_versions(),
+            "device": device_info(), "argv": list(sys.argv)}
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """Write ``data`` as JSON to ``path`` via a temporary file and rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
