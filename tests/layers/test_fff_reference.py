@@ -35,8 +35,8 @@ def far_from_ties(reference, x: torch.Tensor) -> torch.Tensor:
     return (logits.abs() > TIE_MARGIN).all(dim=-1)
 
 
-@pytest.mark.parametrize("depth", [0, 1, 2, 3, 5, 8])
-@pytest.mark.parametrize("leaf_width", [1, 4, 32])
+@pytest.mark.parametrize("depth", range(9))
+@pytest.mark.parametrize("leaf_width", [1, 2, 5, 32])
 @pytest.mark.parametrize("shape", [(24, IN), (3, 8, IN)])
 def test_soft_hard_and_entropies_agree_with_reference(depth, leaf_width, shape):
     reference = reference_fff(depth, leaf_width)

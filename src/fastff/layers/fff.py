@@ -235,8 +235,14 @@ class FFF(nn.Module):
         return self._route(x.reshape(-1, self.in_features)).view(x.shape[:-1])
 
     def _hard_forward_2d(self, x2d: torch.Tensor) -> torch.Tensor:
-        """Hard forward on a flat batch, (B, D) -> (B, O)."""
-        return self._hard_forward_plain(x2d)
+        """Hard forward on a flat batch, (B, D) -> (B, O), by the fastest applicable strategy.
+
+        ``self.hard_strategy`` (default ``"auto"``) forces one of ``fastff.layers.fff_fast
+        .STRATEGIES``; see that module for the strategies and how ``auto`` chooses.
+        """
+        from fastff.layers import fff_fast
+
+        return fff_fast.hard_forward_2d(self, x2d, getattr(self, "hard_strategy", "auto"))
 
     def _hard_forward_plain(self, x2d: torch.Tensor) -> torch.Tensor:
         """Vectorised hard forward, (B, D) -> (B, O): route, then evaluate only the leaf reached.

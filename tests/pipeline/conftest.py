@@ -1,0 +1,18 @@
+"""Fixtures for pipeline tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+from pipeline_utils import compose_config
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    def make(*overrides: str, name: str = "train") -> DictConfig:
+        return compose_config(name, overrides, tmp_path / "run")
+
+    return make
