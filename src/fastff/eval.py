@@ -11,12 +11,11 @@ from typing import Any
 
 import hydra
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fastff.config_checks import ConfigError
 from fastff.data.errors import DatasetError
-from fastff.hydra_app import config_dir, exit_on_user_error
+from fastff.hydra_app import config_dir, exit_on_user_error, instantiate_or_config_error
 from fastff.training.checkpoint import load_model, read_checkpoint, run_config
 from fastff.training.module import ClassifierModule
 from fastff.training.results import provenance, write_json_atomic
@@ -35,7 +34,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_cfg = OmegaConf.create(run["data"])
     if cfg.data_dir is not None:
         data_cfg.data_dir = cfg.data_dir
-    data = instantiate(data_cfg)
+    data = instantiate_or_config_error(data_cfg)
     model = load_model(cfg.ckpt_path)
     module = ClassifierModule(model, optimizer=None, num_classes=data.num_classes,
                               log_soft_accuracy=cfg.log_soft_accuracy)

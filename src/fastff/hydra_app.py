@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -20,6 +20,22 @@ def config_dir() -> str:
     if env:
         return str(Path(env).resolve())
     return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def instantiate_or_config_error(cfg: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``; a ValueError from the target becomes a ConfigError."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from fastff.config_checks import ConfigError
+
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ValueError):
+            raise ConfigError(str(cause)) from None
+        raise
 
 
 def exit_on_user_error(func: Callable[[], T], errors: tuple[type[BaseException], ...]) -> T:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fastff.config_checks import ConfigError, check_train_config
 from fastff.data.errors import DatasetError
-from fastff.hydra_app import config_dir, exit_on_user_error
+from fastff.hydra_app import config_dir, exit_on_user_error, instantiate_or_config_error
 from fastff.models.layer_factory import layer_sizes
 from fastff.training.builders import build_callbacks, build_loggers, build_model
 from fastff.training.data import ProtocolDataModule
@@ -54,10 +54,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     started = time.time()
 
-    try:
-        data = instantiate(cfg.data)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    data = instantiate_or_config_error(cfg.data)
     plain_cfg = OmegaConf.to_container(cfg, resolve=True)
     model = build_model(cfg.model, cfg.layer, data.input_shape, data.num_classes)
     scheduler_cfg = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None

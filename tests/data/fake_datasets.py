@@ -106,7 +106,7 @@ def _write_usps(folder: Path, train: Split, test: Split) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for file_name, (images, labels) in (("usps.bz2", train), ("usps.t.bz2", test)):
         # libsvm lines: "<label 1..10> 1:<v> ... 256:<v>" with pixels v in [-1, 1].
-        steps = np.rint(images.reshape(len(labels), -1) * 8 / 255).astype(int)
+        steps = np.rint(images.reshape(len(labels), -1).astype(float) * 8 / 255).astype(int)
         lines = [
             f"{label + 1} " + " ".join(f"{j}:{k / 4 - 1:.6f}" for j, k in enumerate(row, start=1))
             for row, label in zip(steps, labels, strict=True)

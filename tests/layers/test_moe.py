@@ -3,13 +3,14 @@ Monte-Carlo estimates."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
 
 from fastff.layers import moe as moe_module
-from fastff.layers.moe import MoE
+from fastff.layers.moe import MoE, _capacity_groups
 from fastff.layers.moe_gating import cv_squared, keep_top_k, prob_in_top_k
 
 
@@ -97,6 +98,55 @@ def test_dispatch_with_imbalanced_load_and_tiny_chunks(monkeypatch: pytest.Monke
     counts = moe.load
     assert counts[0] >= 150 and (counts > 0).sum() >= 4
     torch.testing.assert_close(y, dense_oracle(moe, x, moe.gates), atol=1e-5, rtol=1e-5)
+
+
+def test_dispatch_with_balanced_load_and_tiny_chunks(monkeypatch: pytest.MonkeyPatch):
+    """Equal counts: one group of all experts, evaluated in place one expert per chunk."""
+    monkeypatch.setattr(moe_module, "DISPATCH_CHUNK_ELEMENTS", 1)
+    moe = MoE(4, 2, 4, 3, k=1, noisy_gating=False).train()
+    with torch.no_grad():
+        moe.w_gate.copy_(10 * torch.eye(4))
+    x = routed_batch([5, 5, 5, 5]) + 0.1 * torch.randn(20, 4)
+    y = moe(x)
+    assert torch.equal(moe.load, torch.full((4,), 5.0))
+    torch.testing.assert_close(y, dense_oracle(moe, x, moe.gates), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_dispatch_evaluates_only_the_selected_pairs(
+    training: bool, monkeypatch: pytest.MonkeyPatch
+):
+    """Work is the k * N selected pairs plus < 25 % padding, not every expert for every input."""
+    moe = MoE(6, 3, 512, 4, k=2).train(training)
+    randomize_gate(moe)
+    rows, experts_seen = [], []
+    run_group = moe._expert_group
+
+    def counting_group(inputs, experts):
+        rows.append(inputs.shape[0] * inputs.shape[1])
+        experts_seen.append(inputs.shape[0])
+        return run_group(inputs, experts)
+
+    monkeypatch.setattr(moe, "_expert_group", counting_group)
+    x = torch.randn(40, 6)
+    torch.testing.assert_close(moe(x), dense_oracle(moe, x, moe.gates), atol=1e-5, rtol=1e-5)
+    assert 80 <= sum(rows) <= 1.25 * 80
+    assert sum(experts_seen) == int((moe.gates.reshape(-1, 512) > 0).any(0).sum())
+
+
+def test_capacity_groups_bound_padding():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        counts = torch.randint(0, 300, (64,), generator=generator)
+        counts[:5] = 0
+        groups = _capacity_groups((-counts).sort().values.tolist())
+        sorted_counts = counts.sort(descending=True).values
+        padded = sum((stop - first) * capacity for first, stop, capacity in groups)
+        assert groups[0][0] == 0 and groups[-1][1] == int((counts > 0).sum())
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(groups))
+        assert all(sorted_counts[first] == capacity for first, _, capacity in groups)
+        assert padded < 1.25 * counts.sum()
+    assert _capacity_groups([0, 0]) == []
 
 
 def test_leaf_dropout_in_training_only():

@@ -12,7 +12,9 @@ from pipeline_utils import compose_config
 
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    runs = iter(range(1_000))
+
     def make(*overrides: str, name: str = "train") -> DictConfig:
-        return compose_config(name, overrides, tmp_path / "run")
+        return compose_config(name, overrides, tmp_path / f"run{next(runs)}")
 
     return make

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from fastff.config_checks import check_train_config
+from fastff.config_checks import ConfigError, check_train_config
+from fastff.tracking import resolve_wandb_mode
 from fastff.models.layer_factory import LAYER_NAMES, layer_sizes
 
 from pipeline_utils import CONF
@@ -58,3 +59,45 @@ def test_table1_protocol_settings(make_cfg):
     assert cfg.optimizer.lr == 0.2
     assert cfg.layer.hardening == 3.0
     assert cfg.data.normalization == "none"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer.lr=-1", "optimizer.lr must be a number > 0"),
+        ("optimizer.lr=abc", "optimizer.lr must be a number > 0"),
+        ("layer.width=48", "layer.width=48 must be layer.leaf_width=16 times a power of two"),
+        ("layer.leaf_width=0", "layer.leaf_width must be an integer >= 1"),
+        ("layer.depth=3", "layer.width=64 disagrees with layer.leaf_width=16 and layer.depth=3"),
+        ("+layer.bogus=1", "unknown setting(s) for layer=fff: ['bogus']"),
+        ("trainer.precision=8", "trainer.precision must be one of"),
+        ("trainer.max_epochs=0", "trainer.max_epochs must be an integer >= 1"),
+        ("data.batch_size=0", "data.batch_size must be an integer >= 1"),
+        ("callbacks.early_stopping.patience=0", "callbacks.early_stopping.patience must be"),
+        ("callbacks.model_checkpoint.monitor=val/ac", "callbacks.model_checkpoint.monitor must"),
+        ("scheduler=plateau scheduler.factor=2", "scheduler.factor must be in (0, 1)"),
+        ("logger.wandb.mode=cloud", "logger.wandb.mode must be one of"),
+        ("seed=1.5", "seed must be an integer"),
+    ],
+)
+def test_invalid_values_name_the_key(make_cfg, override, expected):
+    cfg = make_cfg(*override.split())
+    with pytest.raises(ConfigError) as err:
+        check_train_config(cfg)
+    assert expected in str(err.value)
+
+
+def test_wandb_mode_env_overrides_config(monkeypatch):
+    assert resolve_wandb_mode("offline") == "offline"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode("online") == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    with pytest.raises(ValueError, match="WANDB_MODE must be one of"):
+        resolve_wandb_mode("offline")
+
+
+def test_default_run_is_offline(make_cfg):
+    cfg = make_cfg()
+    assert cfg.logger.wandb.mode == "offline"
+    assert cfg.data._target_.endswith("DigitsDataModule")
+    assert cfg.layer.name == "fff"

@@ -43,14 +43,24 @@ def _check_bool(key: str, value: object) -> bool:
     return value
 
 
-def _check_number(key: str, value: object, low: float, high: float, *, open_low: bool) -> float:
-    """Return ``value`` as float if it lies in (low, high] / [low, high], else raise ValueError."""
+def _check_number(
+    key: str,
+    value: object,
+    low: float,
+    high: float,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> float:
+    """Return ``value`` as float if it lies between ``low`` and ``high``, else raise ValueError."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok:
-        ok = (value > low if open_low else value >= low) and value <= high
+        ok = (value > low if open_low else value >= low) and (
+            value < high if open_high else value <= high
+        )
     if not ok:
-        bracket = "(" if open_low else "["
-        raise ValueError(f"{key} must be a number in {bracket}{low}, {high}], got {value!r}")
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise ValueError(f"{key} must be a number in {interval}, got {value!r}")
     return float(value)
 
 
@@ -109,10 +119,8 @@ class ClassificationDataModule(LightningDataModule):
             eval_batch_size = max(self.batch_size, 1024)
         self.eval_batch_size = check_int("data.eval_batch_size", eval_batch_size, 1)
         self.val_fraction = _check_number(
-            "data.val_fraction", val_fraction, 0.0, 1.0, open_low=True
+            "data.val_fraction", val_fraction, 0.0, 1.0, open_low=True, open_high=True
         )
-        if self.val_fraction >= 1.0:
-            raise ValueError(f"data.val_fraction must be a number in (0, 1), got {val_fraction!r}")
         self.seed = check_int("data.seed", seed, 0)
         self.num_workers = check_int("data.num_workers", num_workers, 0)
         self.pin_memory = _check_bool("data.pin_memory", pin_memory)
@@ -123,12 +131,8 @@ class ClassificationDataModule(LightningDataModule):
         self.normalization = normalization
         self.augment = _check_bool("data.augment", augment)
         self.hflip = self.hflip_default if hflip is None else _check_bool("data.hflip", hflip)
-        self.affine_degrees = _check_number(
-            "data.affine_degrees", affine_degrees, 0.0, 180.0, open_low=False
-        )
-        self.affine_translate = _check_number(
-            "data.affine_translate", affine_translate, 0.0, 1.0, open_low=False
-        )
+        self.affine_degrees = _check_number("data.affine_degrees", affine_degrees, 0.0, 180.0)
+        self.affine_translate = _check_number("data.affine_translate", affine_translate, 0.0, 1.0)
         self.affine_scale = self._check_scale(affine_scale)
         self.train_set: ImageTensorDataset | None = None
         self.train_eval_set: ImageTensorDataset | None = None

@@ -52,16 +52,23 @@ class ImageTensorDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         """Images float32 (B, C, H, W) and labels int64 (B,) for ``indices``."""
-        index = torch.as_tensor(indices, dtype=torch.long)
+        return self._batch(torch.as_tensor(indices, dtype=torch.long))
+
+    def __getitem__(self, index: int | slice | Sequence[int] | torch.Tensor) -> Batch:
+        """One image (C, H, W) and its 0-dim label for an int; a batch for a slice or indices."""
+        if isinstance(index, slice):
+            return self._batch(index)
+        index = torch.as_tensor(index, dtype=torch.long)
+        if index.dim() == 0:
+            x, y = self._batch(index.reshape(1))
+            return x[0], y[0]
+        return self._batch(index)
+
+    def _batch(self, index: torch.Tensor | slice) -> Batch:
         x = self.images[index].to(torch.float32) / self.pixel_max
         if self.augment is not None:
             x = torch.stack([self.augment(image) for image in x])
         return (x - self.mean) / self.std, self.labels[index]
-
-    def __getitem__(self, index: int) -> Batch:
-        """One image (C, H, W) and its label (a 0-dim int64 tensor)."""
-        x, y = self.__getitems__([index])
-        return x[0], y[0]
 
 
 def collate_batch(batch: Batch) -> Batch:

@@ -35,10 +35,19 @@ def channel_mean_std(images: torch.Tensor, pixel_max: float) -> tuple[torch.Tens
     channels = images.shape[1]
     total = torch.zeros(channels, dtype=torch.float64)
     total_sq = torch.zeros(channels, dtype=torch.float64)
-    for chunk in images.split(_STATS_CHUNK):
-        values = chunk.to(torch.float64) / pixel_max
-        total += values.sum(dim=(0, 2, 3))
-        total_sq += values.square().sum(dim=(0, 2, 3))
+    if images.dtype == torch.uint8:
+        # Exact and fast for 8-bit pixels: moments from each channel's histogram of 256 values.
+        values = torch.arange(256, dtype=torch.float64)
+        for c in range(channels):
+            counts = torch.bincount(images[:, c].reshape(-1), minlength=256).to(torch.float64)
+            total[c] = (counts * values).sum()
+            total_sq[c] = (counts * values.square()).sum()
+        total, total_sq = total / pixel_max, total_sq / pixel_max**2
+    else:
+        for chunk in images.split(_STATS_CHUNK):
+            scaled = chunk.to(torch.float64) / pixel_max
+            total += scaled.sum(dim=(0, 2, 3))
+            total_sq += scaled.square().sum(dim=(0, 2, 3))
     count = images.shape[0] * images.shape[2] * images.shape[3]
     mean = total / count
     std = (total_sq / count - mean.square()).clamp_min(0).sqrt()

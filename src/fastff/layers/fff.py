@@ -184,6 +184,11 @@ class FFF(nn.Module):
         forward (natural log, at most ln 2); None before the first soft forward."""
         return self._node_entropy
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The last aux_loss is part of an autograd graph, which cannot be copied or pickled.
+        state = super().__getstate__()
+        return {**state, "_aux_loss": None}
+
     # -------------------------------------------------------------------------------- forwards
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., O): :meth:`soft_forward` when training, else :meth:`hard_forward`."""
@@ -227,7 +232,7 @@ class FFF(nn.Module):
         check_input(x, self.in_features, "FFF")
         self._aux_loss = None
         y = self._hard_forward_2d(x.reshape(-1, self.in_features))
-        return y.view(*x.shape[:-1], self.out_features)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def leaf_indices(self, x: torch.Tensor) -> torch.Tensor:
         """Index in [0, 2**d) of the leaf each input reaches by hard routing, (..., D) -> (...)."""
@@ -338,7 +343,9 @@ class FFF(nn.Module):
         allowed = {*PARAMETER_NAMES, "depth", *REFERENCE_IGNORED_KEYS}
         unexpected = sorted(set(state_dict) - allowed)
         if unexpected:
-            raise ValueError(f"state_dict has unexpected keys {unexpected}; allowed: {allowed}")
+            raise ValueError(
+                f"state_dict has unexpected keys {unexpected}; allowed: {sorted(allowed)}"
+            )
         for name in PARAMETER_NAMES:
             if name not in state_dict:
                 raise ValueError(f"state_dict is missing the key {name!r}")

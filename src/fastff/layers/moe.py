@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import torch
@@ -18,13 +19,13 @@ from fastff.layers.moe_gating import (
     prob_in_top_k,
 )
 
-# Dispatch pads each expert's inputs to a capacity from a geometric ladder (1, 2, ..., 8, 10, 13,
-# ...): padding stays below 25 % of the pairs while the number of capacity classes, and hence of
-# Python iterations, stays logarithmic in the batch.
+# Dispatch groups experts whose pair counts are within this factor of the group's busiest expert
+# and pads them to that count: padding stays below 25 % of the pairs while the number of groups,
+# and hence of Python iterations, stays logarithmic in the batch.
 CAPACITY_GROWTH = 1.25
 
 # Elements of temporaries (gathered expert weights and padded activations) per dispatch chunk.
-DISPATCH_CHUNK_ELEMENTS = 2**24
+DISPATCH_CHUNK_ELEMENTS = 2**22
 
 
 class MoE(nn.Module):
@@ -55,10 +56,12 @@ class MoE(nn.Module):
     router never changes from its initialisation (zero weights: every input goes to the same
     expert). The paper uses k = 1 only as a speed baseline.
 
-    Dispatch: the (input, slot) pairs are sorted by expert; experts are grouped by how many pairs
-    they received (capacity classes growing by ``CAPACITY_GROWTH``) and each group runs as one
-    padded batched matmul over its experts, in chunks of at most ``DISPATCH_CHUNK_ELEMENTS``
-    temporary elements. Work is O(k N) expert evaluations (plus < 25 % padding), never O(E N).
+    Dispatch: the (input, slot) pairs are sorted by expert; experts with similar pair counts
+    (within ``CAPACITY_GROWTH`` of the group's busiest) form a group that runs as one padded
+    batched matmul (``baddbmm`` over its experts), split into chunks of about
+    ``DISPATCH_CHUNK_ELEMENTS`` temporary elements. Work is the k N selected pairs plus < 25 %
+    padding, never all E experts per input; the number of groups grows only logarithmically with
+    the batch. Costs one host synchronisation per forward (the per-expert pair counts).
 
     Args:
         in_features: D, size of the last input dimension.
@@ -244,43 +247,46 @@ class MoE(nn.Module):
         counts = torch.bincount(expert_of_pair, minlength=num_experts)  # (E,)
         pairs_by_expert = torch.argsort(expert_of_pair, stable=True)  # (P,)
         starts = counts.cumsum(0) - counts  # (E,) first position of each expert's pairs
-
-        capacities = _capacity_ladder(n_pairs)
-        ladder = torch.tensor(capacities, device=counts.device)
-        capacity_class = torch.searchsorted(ladder, counts)  # smallest capacity >= count
-        capacity_class = torch.where(counts > 0, capacity_class, len(capacities))  # idle: last
-        experts_by_class = torch.argsort(capacity_class, stable=True)
-        class_sizes = torch.bincount(capacity_class, minlength=len(capacities) + 1).tolist()
-
-        groups = torch.split(experts_by_class, class_sizes)[:-1]  # drop the idle experts
-        per_expert = self.in_features * self.expert_width + self.expert_width * self.out_features
+        negated_counts, experts_by_count = (-counts).sort(stable=True)  # busiest expert first
         row = self.in_features + self.expert_width + self.out_features
+        per_expert = self.in_features * self.expert_width + self.expert_width * self.out_features
+
         outputs: torch.Tensor | None = None
-        for capacity, group in zip(capacities, groups, strict=True):
-            if group.numel() == 0:
-                continue
+        for first, stop, capacity in _capacity_groups(negated_counts.tolist()):
+            if stop - first == num_experts:  # every expert: use the weights in place
+                group: torch.Tensor | slice = slice(0, num_experts)
+            else:
+                group = experts_by_count[first:stop]
             chunk = max(1, DISPATCH_CHUNK_ELEMENTS // (per_expert + capacity * row))
-            for experts in torch.split(group, chunk):
+            for chunk_start in range(0, stop - first, chunk):
+                experts = _chunk(group, chunk_start, chunk)
                 slots = torch.arange(capacity, device=counts.device)
                 valid = slots < counts[experts, None]  # (G, C)
                 position = (starts[experts, None] + slots).clamp_max(n_pairs - 1)
-                pairs = pairs_by_expert[position]  # (G, C), padding repeats a real pair
-                result = self._expert_group(x2d[pairs // self.k], experts)  # (G, C, O)
+                pairs = pairs_by_expert[position]  # (G, C); padding repeats a real pair
+                inputs = x2d.index_select(0, (pairs // self.k).reshape(-1))
+                result = self._expert_group(inputs.view(*pairs.shape, -1), experts)  # (G, C, O)
                 if outputs is None:
                     # one spare row collects the padding; dtype follows autocast if active
                     outputs = result.new_zeros(n_pairs + 1, self.out_features)
                 target = torch.where(valid, pairs, n_pairs).reshape(-1)
                 outputs.index_put_((target,), result.reshape(-1, self.out_features))
-        assert outputs is not None  # n_pairs > 0 means some expert received pairs
+        assert outputs is not None  # n_pairs > 0, so some expert received pairs
         return outputs[:n_pairs]
 
-    def _expert_group(self, inputs: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
-        """Run G experts on their padded inputs: (G, C, D) -> (G, C, O)."""
-        if experts.numel() == self.num_experts:  # all experts, ascending: no gather needed
-            w1, b1, w2, b2 = self.w1s, self.b1s, self.w2s, self.b2s
+    def _expert_group(self, inputs: torch.Tensor, experts: torch.Tensor | slice) -> torch.Tensor:
+        """Run G experts (ids, or a slice of consecutive ids) on padded inputs: (G, C, D) ->
+        (G, C, O)."""
+        if isinstance(experts, slice):
+            w1, b1, w2, b2 = (
+                self.w1s[experts],
+                self.b1s[experts],
+                self.w2s[experts],
+                self.b2s[experts],
+            )
         else:
-            w1, b1 = self.w1s[experts], self.b1s[experts]
-            w2, b2 = self.w2s[experts], self.b2s[experts]
+            w1, b1 = self.w1s.index_select(0, experts), self.b1s.index_select(0, experts)
+            w2, b2 = self.w2s.index_select(0, experts), self.b2s.index_select(0, experts)
         hidden = self.expert_dropout(self.activation(torch.baddbmm(b1.unsqueeze(1), inputs, w1)))
         return torch.baddbmm(b2.unsqueeze(1), hidden, w2)
 
@@ -293,13 +299,29 @@ class MoE(nn.Module):
         )
 
 
-def _capacity_ladder(max_count: int) -> list[int]:
-    """Increasing capacities 1, 2, ... growing by at least 1 and by CAPACITY_GROWTH, the last one
-    >= max_count."""
-    capacities = [1]
-    while capacities[-1] < max_count:
-        capacities.append(max(capacities[-1] + 1, math.ceil(capacities[-1] * CAPACITY_GROWTH)))
-    return capacities
+def _capacity_groups(negated_counts: list[int]) -> list[tuple[int, int, int]]:
+    """Split experts sorted by descending pair count into (first, stop, capacity) groups.
+
+    ``negated_counts`` holds -count per expert in ascending order (busiest first). Each group
+    pads its experts to the count of its busiest one, ``capacity``, and only takes experts with
+    at least ``capacity / CAPACITY_GROWTH`` pairs, so padding stays below 25 % of the pairs and the
+    number of groups is logarithmic in the largest count. Experts without pairs are left out.
+    """
+    n_active = bisect.bisect_left(negated_counts, 0)
+    groups, first = [], 0
+    while first < n_active:
+        capacity = -negated_counts[first]
+        stop = min(bisect.bisect_right(negated_counts, -capacity / CAPACITY_GROWTH), n_active)
+        groups.append((first, stop, capacity))
+        first = stop
+    return groups
+
+
+def _chunk(group: torch.Tensor | slice, start: int, size: int) -> torch.Tensor | slice:
+    """Experts ``start:start + size`` of a group: a slice for a slice, else an index tensor."""
+    if isinstance(group, slice):
+        return slice(start, min(start + size, group.stop))
+    return group[start : start + size]
 
 
 def _check_loss_weight(name: str, value: object) -> float:

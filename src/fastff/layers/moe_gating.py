@@ -85,7 +85,7 @@ def prob_in_top_k(
     num_experts = clean_logits.shape[-1]
     if k >= num_experts:
         return torch.ones_like(clean_logits)
-    threshold_if_in = top.values[:, k - 1 : k]
+    threshold_if_in = top.values[:, k : k + 1]
     threshold_if_out = top.values[:, k - 1 : k]
     threshold = torch.where(in_top_k_mask(top, num_experts), threshold_if_in, threshold_if_out)
     return torch.special.ndtr((clean_logits - threshold) / noise_std)

@@ -19,6 +19,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -59,21 +61,59 @@ inline T activate(T v, int64_t activation, T param) {
   }
 }
 
-// Dot product of length n with 32 independent partial sums, so that the loop vectorises and
-// is not bound by the latency of one accumulator.
+// Portable SIMD through GCC/Clang vector extensions: the compiler emits AVX-512, AVX2 or SSE
+// instructions for the flags it was given, and plain C++ semantics hold everywhere.
+#if defined(__AVX512F__)
+#define FASTFF_VECTOR_BYTES 64
+#else
+#define FASTFF_VECTOR_BYTES 32
+#endif
+
+template <typename T>
+struct Simd {
+  typedef T vec __attribute__((vector_size(FASTFF_VECTOR_BYTES)));
+  static constexpr int64_t width = FASTFF_VECTOR_BYTES / sizeof(T);
+};
+
+template <typename T>
+inline typename Simd<T>::vec load(const T* p) {
+  typename Simd<T>::vec v;
+  std::memcpy(&v, p, sizeof(v));  // unaligned load
+  return v;
+}
+
+template <typename T>
+inline void store(T* p, typename Simd<T>::vec v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+template <typename T>
+inline T sum_lanes(typename Simd<T>::vec v) {
+  T lanes[Simd<T>::width];
+  std::memcpy(lanes, &v, sizeof(v));
+  T sum = T(0);
+  for (int64_t k = 0; k < Simd<T>::width; ++k) sum += lanes[k];
+  return sum;
+}
+
+// Dot product of length n: four vector accumulators, so the loop is bound by loads, not by the
+// latency of one accumulator.
 template <typename T>
 inline T dot(const T* a, const T* b, int64_t n) {
-  constexpr int64_t K = 32;
-  T acc[K] = {};
+  using V = typename Simd<T>::vec;
+  constexpr int64_t W = Simd<T>::width;
+  V s0 = {}, s1 = {}, s2 = {}, s3 = {};
   int64_t i = 0;
-  for (; i + K <= n; i += K) {
-#pragma omp simd
-    for (int64_t k = 0; k < K; ++k) acc[k] += a[i + k] * b[i + k];
+  for (; i + 4 * W <= n; i += 4 * W) {
+    s0 += load(a + i) * load(b + i);
+    s1 += load(a + i + W) * load(b + i + W);
+    s2 += load(a + i + 2 * W) * load(b + i + 2 * W);
+    s3 += load(a + i + 3 * W) * load(b + i + 3 * W);
   }
-  T tail = T(0);
-  for (; i < n; ++i) tail += a[i] * b[i];
-  for (int64_t k = 0; k < K; k += 2) tail += acc[k] + acc[k + 1];
-  return tail;
+  for (; i + W <= n; i += W) s0 += load(a + i) * load(b + i);
+  T sum = sum_lanes<T>((s0 + s1) + (s2 + s3));
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
 }
 
 // Leaf position (0 .. 2**depth - 1) reached by row x.
@@ -87,38 +127,95 @@ inline int64_t walk(const T* x, const T* node_w, const T* node_b, int64_t depth,
   return node - ((int64_t(1) << depth) - 1);
 }
 
-// hidden = x @ w1 + b1 for a leaf width N known at compile time: U input rows at once, each with
-// its own N partial sums, so at least 32 independent accumulators stay in registers.
-template <typename T, int64_t N>
-inline void leaf_hidden_fixed(const T* x, const T* w1, const T* b1, int64_t d, T* hidden) {
-  if constexpr (N == 1) {
-    hidden[0] = dot(x, w1, d) + b1[0];
-  } else {
-    constexpr int64_t U = N >= 32 ? 1 : 32 / N;
-    T acc[U][N] = {};
+// R rows walk the tree in lockstep: R independent dot products per level hide each other's
+// latency (reduction, compare, next node's address). Writes each row's leaf position.
+template <typename T, int64_t R>
+inline void walk_rows(const T* const* xs, const T* node_w, const T* node_b, int64_t depth,
+                      int64_t d, int64_t* leaves) {
+  using V = typename Simd<T>::vec;
+  constexpr int64_t W = Simd<T>::width;
+  int64_t node[R] = {};
+  for (int64_t level = 0; level < depth; ++level) {
+    const T* w[R];
+    for (int64_t r = 0; r < R; ++r) w[r] = node_w + node[r] * d;
+    V s0[R] = {}, s1[R] = {};
     int64_t i = 0;
-    for (; i + U <= d; i += U) {
-      const T* rows = w1 + i * N;
-      for (int64_t u = 0; u < U; ++u) {
-        const T xi = x[i + u];
-#pragma omp simd
-        for (int64_t j = 0; j < N; ++j) acc[u][j] += xi * rows[u * N + j];
+    for (; i + 2 * W <= d; i += 2 * W) {
+      for (int64_t r = 0; r < R; ++r) {
+        s0[r] += load(xs[r] + i) * load(w[r] + i);
+        s1[r] += load(xs[r] + i + W) * load(w[r] + i + W);
       }
     }
-    for (; i < d; ++i) {
-      const T xi = x[i];
-#pragma omp simd
-      for (int64_t j = 0; j < N; ++j) acc[0][j] += xi * w1[i * N + j];
+    for (int64_t r = 0; r < R; ++r) {
+      T sum = sum_lanes<T>(s0[r] + s1[r]);
+      for (int64_t k = i; k < d; ++k) sum += xs[r][k] * w[r][k];
+      const T logit = sum + node_b[node[r]];
+      node[r] = 2 * node[r] + (logit >= T(0) ? 2 : 1);
     }
-    for (int64_t j = 0; j < N; ++j) {
-      T sum = b1[j];
-      for (int64_t u = 0; u < U; ++u) sum += acc[u][j];
-      hidden[j] = sum;
+  }
+  for (int64_t r = 0; r < R; ++r) leaves[r] = node[r] - ((int64_t(1) << depth) - 1);
+}
+
+// hidden = x @ w1 + b1 for a leaf width N that is a multiple of the vector width: C vectors per
+// w1 row, U rows per step, so that at least eight accumulators are in flight.
+template <typename T, int64_t N>
+inline void leaf_hidden_wide(const T* x, const T* w1, const T* b1, int64_t d, T* hidden) {
+  using V = typename Simd<T>::vec;
+  constexpr int64_t W = Simd<T>::width;
+  constexpr int64_t C = N / W;
+  constexpr int64_t U = C >= 8 ? 1 : 8 / C;
+  V acc[U][C] = {};
+  int64_t i = 0;
+  for (; i + U <= d; i += U) {
+    for (int64_t u = 0; u < U; ++u) {
+      const T xi = x[i + u];
+      for (int64_t c = 0; c < C; ++c) acc[u][c] += xi * load(w1 + (i + u) * N + c * W);
     }
+  }
+  for (; i < d; ++i) {
+    for (int64_t c = 0; c < C; ++c) acc[0][c] += x[i] * load(w1 + i * N + c * W);
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    V sum = load(b1 + c * W);
+    for (int64_t u = 0; u < U; ++u) sum += acc[u][c];
+    store(hidden + c * W, sum);
   }
 }
 
-// hidden = x @ w1 + b1 for any leaf width l (blocks of 64 hidden units).
+// hidden = x @ w1 + b1 for a leaf width N < vector width (N divides it): one vector holds R = W / N
+// consecutive w1 rows; a lane shuffle spreads x[i .. i + R) to match (lane k takes x[i + k / N]).
+template <typename T, int64_t N>
+inline void leaf_hidden_packed(const T* x, const T* w1, const T* b1, int64_t d, T* hidden) {
+  using V = typename Simd<T>::vec;
+  using Mask = typename Simd<std::conditional_t<sizeof(T) == 4, int32_t, int64_t>>::vec;
+  constexpr int64_t W = Simd<T>::width;
+  constexpr int64_t R = W / N;
+  Mask masks[N];
+  for (int64_t m = 0; m < N; ++m) {
+    for (int64_t k = 0; k < W; ++k) masks[m][k] = m * R + k / N;
+  }
+  V acc[N] = {};
+  int64_t i = 0;
+  for (; i + W <= d; i += W) {
+    const V xv = load(x + i);
+    for (int64_t m = 0; m < N; ++m) {
+      acc[m] += __builtin_shuffle(xv, masks[m]) * load(w1 + (i + m * R) * N);
+    }
+  }
+  T sums[N];
+  for (int64_t j = 0; j < N; ++j) sums[j] = b1[j];
+  for (int64_t m = 0; m < N; ++m) {
+    T lanes[W];
+    std::memcpy(lanes, &acc[m], sizeof(lanes));
+    for (int64_t k = 0; k < W; ++k) sums[k % N] += lanes[k];
+  }
+  for (; i < d; ++i) {
+    for (int64_t j = 0; j < N; ++j) sums[j] += x[i] * w1[i * N + j];
+  }
+  for (int64_t j = 0; j < N; ++j) hidden[j] = sums[j];
+}
+
+// hidden = x @ w1 + b1 for any leaf width l (scalar-vectorisable blocks of 64 hidden units).
 template <typename T>
 inline void leaf_hidden_any(const T* x, const T* w1, const T* b1, int64_t d, int64_t l,
                             T* hidden) {
@@ -130,10 +227,27 @@ inline void leaf_hidden_any(const T* x, const T* w1, const T* b1, int64_t d, int
     for (int64_t i = 0; i < d; ++i) {
       const T xi = x[i];
       const T* row = w1 + i * l + j0;
-#pragma omp simd
       for (int64_t j = 0; j < width; ++j) acc[j] += xi * row[j];
     }
     for (int64_t j = 0; j < width; ++j) hidden[j0 + j] = acc[j];
+  }
+}
+
+template <typename T, int64_t N>
+inline void leaf_hidden_fixed(const T* x, const T* w1, const T* b1, int64_t d, T* hidden) {
+  constexpr int64_t W = Simd<T>::width;
+  if constexpr (N == 1) {
+    hidden[0] = dot(x, w1, d) + b1[0];
+  } else if constexpr (N % W == 0) {
+    leaf_hidden_wide<T, N>(x, w1, b1, d, hidden);
+  } else if constexpr (W % N == 0) {
+#if defined(__GNUC__) && !defined(__clang__)
+    leaf_hidden_packed<T, N>(x, w1, b1, d, hidden);
+#else
+    leaf_hidden_any(x, w1, b1, d, N, hidden);
+#endif
+  } else {
+    leaf_hidden_any(x, w1, b1, d, N, hidden);
   }
 }
 
@@ -151,32 +265,26 @@ inline void leaf_hidden(const T* x, const T* w1, const T* b1, int64_t d, int64_t
   }
 }
 
-// y = hidden @ w2 + b2, output columns in register blocks of 32.
+// y = hidden @ w2 + b2: output columns in register blocks of four vectors, then a scalar tail.
 template <typename T>
 inline void leaf_output(const T* hidden, const T* w2, const T* b2, int64_t l, int64_t o, T* y) {
-  constexpr int64_t J = 32;
+  using V = typename Simd<T>::vec;
+  constexpr int64_t W = Simd<T>::width;
   int64_t c0 = 0;
-  for (; c0 + J <= o; c0 += J) {
-    T acc[J];
-    for (int64_t c = 0; c < J; ++c) acc[c] = b2[c0 + c];
+  for (; c0 + 4 * W <= o; c0 += 4 * W) {
+    V acc[4];
+    for (int64_t c = 0; c < 4; ++c) acc[c] = load(b2 + c0 + c * W);
     for (int64_t j = 0; j < l; ++j) {
       const T hj = hidden[j];
       const T* row = w2 + j * o + c0;
-#pragma omp simd
-      for (int64_t c = 0; c < J; ++c) acc[c] += hj * row[c];
+      for (int64_t c = 0; c < 4; ++c) acc[c] += hj * load(row + c * W);
     }
-    for (int64_t c = 0; c < J; ++c) y[c0 + c] = acc[c];
+    for (int64_t c = 0; c < 4; ++c) store(y + c0 + c * W, acc[c]);
   }
-  if (c0 < o) {
-    const int64_t width = o - c0;
-    T acc[J];
-    for (int64_t c = 0; c < width; ++c) acc[c] = b2[c0 + c];
-    for (int64_t j = 0; j < l; ++j) {
-      const T hj = hidden[j];
-      const T* row = w2 + j * o + c0;
-      for (int64_t c = 0; c < width; ++c) acc[c] += hj * row[c];
-    }
-    for (int64_t c = 0; c < width; ++c) y[c0 + c] = acc[c];
+  for (; c0 < o; ++c0) {
+    T sum = b2[c0];
+    for (int64_t j = 0; j < l; ++j) sum += hidden[j] * w2[j * o + c0];
+    y[c0] = sum;
   }
 }
 
@@ -258,13 +366,24 @@ at::Tensor fff_hard_forward(const at::Tensor& x, const at::Tensor& node_w,
     scalar_t* yp = y.data_ptr<scalar_t>();
     const scalar_t param = static_cast<scalar_t>(activation_param);
     at::parallel_for(0, batch, grain_size(d, depth, l, o), [&](int64_t begin, int64_t end) {
+      constexpr int64_t R = 4;
       std::vector<scalar_t> hidden(l);
-      for (int64_t b = begin; b < end; ++b) {
-        const scalar_t* row = xp + b * d;
-        const int64_t leaf = walk(row, nw, nb, depth, d);
-        leaf_hidden(row, w1 + leaf * d * l, b1 + leaf * l, d, l, hidden.data());
-        for (int64_t j = 0; j < l; ++j) hidden[j] = activate(hidden[j], activation, param);
-        leaf_output(hidden.data(), w2 + leaf * l * o, b2 + leaf * o, l, o, yp + b * o);
+      for (int64_t b0 = begin; b0 < end; b0 += R) {
+        const int64_t rows = std::min(R, end - b0);
+        int64_t leaves[R];
+        if (rows == R) {
+          const scalar_t* xs[R];
+          for (int64_t r = 0; r < R; ++r) xs[r] = xp + (b0 + r) * d;
+          walk_rows<scalar_t, R>(xs, nw, nb, depth, d, leaves);
+        } else {
+          for (int64_t r = 0; r < rows; ++r) leaves[r] = walk(xp + (b0 + r) * d, nw, nb, depth, d);
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t leaf = leaves[r];
+          leaf_hidden(xp + (b0 + r) * d, w1 + leaf * d * l, b1 + leaf * l, d, l, hidden.data());
+          for (int64_t j = 0; j < l; ++j) hidden[j] = activate(hidden[j], activation, param);
+          leaf_output(hidden.data(), w2 + leaf * l * o, b2 + leaf * o, l, o, yp + (b0 + r) * o);
+        }
       }
     });
   });

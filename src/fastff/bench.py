@@ -1,0 +1,29 @@
+"""Hydra entry point of the speed benchmark: ``python -m fastff.bench mode=paper_fig3``.
+
+Modes: ``paper_fig3`` (the paper's Figures 3-4), ``table1`` (Table 1's speedup column) and
+``train`` (soft forward + backward). Writes ``bench_<mode>.csv`` and PNG plots into the Hydra run
+dir and logs them to W&B (offline by default). See ``conf/bench.yaml`` for every setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from fastff.hydra_app import config_dir, exit_on_user_error
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="bench")
+def main(cfg: DictConfig) -> None:
+    """Console script ``fastff-bench``: run the configured mode in this run's output dir."""
+    from fastff.benchmark.runner import run
+
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    exit_on_user_error(lambda: run(cfg, output_dir), (ValueError,))
+
+
+if __name__ == "__main__":
+    main()

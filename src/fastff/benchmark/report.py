@@ -1,0 +1,134 @@
+"""Benchmark outputs: the printed table, the CSV, the plots and the W&B run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from fastff.benchmark.cases import COLUMN
+
+TIME_COLUMNS = [f"t_{label}_ms" for label in COLUMN.values()]
+SPEEDUP_COLUMNS = ["FF/FFF", "MoE/FFF", "ref/FFF"]
+IDEAL_COLUMNS = ["ideal FF/FFF", "ideal MoE/FFF"]
+SHOWN = [
+    "device",
+    "dtype",
+    "batch",
+    "depth",
+    "leaf_width",
+    "training_width",
+    *TIME_COLUMNS,
+    *SPEEDUP_COLUMNS,
+    "ideal FF/FFF",
+    "fff_strategy",
+    "check",
+]
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def print_table(frame: pd.DataFrame, title: str, console: Console | None = None) -> None:
+    """Print the main columns as a rich table, then every skip and error note."""
+    console = console or Console()
+    columns = [c for c in SHOWN if c in frame.columns and frame[c].notna().any()]
+    columns += [c for c in frame.columns if c.startswith("t_FFF[")]
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right" if column != "check" else "left")
+    for _, row in frame.iterrows():
+        cells = [_format(row[c]) for c in columns]
+        style = None if row.get("check", "ok") in ("ok", "not checked") else "red"
+        table.add_row(*cells, style=style)
+    console.print(table)
+    for _, row in frame.iterrows():
+        if isinstance(row.get("notes"), str) and row["notes"]:
+            where = f"{row['device']} batch {row['batch']} depth {row['depth']}"
+            console.print(f"[yellow]{where}, leaf {row['leaf_width']}:[/yellow] {row['notes']}")
+
+
+def write_csv(frame: pd.DataFrame, run_dir: Path, mode: str) -> Path:
+    """Write ``bench_<mode>.csv`` into the run dir; returns its path."""
+    path = run_dir / f"bench_{mode}.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _groups(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """One curve group per (device, dtype, batch, leaf width), sorted by training width."""
+    keys = ["device", "dtype", "batch", "leaf_width"]
+    groups = []
+    for values, group in frame.groupby(keys, sort=True):
+        label = ", ".join(f"{k} {v}" for k, v in zip(keys, values, strict=True))
+        groups.append((label, group.sort_values("training_width")))
+    return groups
+
+
+def write_plots(frame: pd.DataFrame, run_dir: Path, mode: str) -> list[Path]:
+    """Time vs training width (log-log) and speedups vs training width, one panel per group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _groups(frame)
+    if not groups:
+        return []
+    paths = []
+    for kind, columns in (("times", TIME_COLUMNS), ("speedups", SPEEDUP_COLUMNS)):
+        columns = [c for c in columns if c in frame.columns] + (
+            [c for c in frame.columns if c.startswith("t_FFF[")] if kind == "times" else []
+        )
+        figure, axes = plt.subplots(
+            1, len(groups), figsize=(5 * len(groups), 4), squeeze=False, constrained_layout=True
+        )
+        for axis, (label, group) in zip(axes[0], groups, strict=True):
+            for column in columns:
+                values = group[column].astype(float)
+                if values.notna().any():
+                    axis.plot(group["training_width"], values, marker="o", label=column)
+            if kind == "speedups":
+                for column in IDEAL_COLUMNS:
+                    if column in group and group[column].notna().any():
+                        axis.plot(
+                            group["training_width"], group[column], linestyle="--", label=column
+                        )
+                axis.axhline(1.0, color="grey", linewidth=0.8)
+            axis.set_xscale("log", base=2)
+            axis.set_yscale("log")
+            axis.set_xlabel("training width")
+            axis.set_ylabel("median time per call (ms)" if kind == "times" else "speedup (x)")
+            axis.set_title(label, fontsize=9)
+            axis.grid(True, which="both", alpha=0.3)
+            if axis.get_legend_handles_labels()[0]:
+                axis.legend(fontsize=7)
+        path = run_dir / f"bench_{mode}_{kind}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def log_wandb(
+    frame: pd.DataFrame, plots: list[Path], *, mode: str, project: str, run_dir: Path, config: dict
+) -> None:
+    """One W&B run (job_type bench): the results table and the plots as images."""
+    import wandb
+
+    run = wandb.init(mode=mode, dir=str(run_dir), project=project, config=config, job_type="bench")
+    try:
+        payload: dict[str, Any] = {"results": wandb.Table(dataframe=frame)}
+        payload.update({f"plots/{p.stem}": wandb.Image(str(p)) for p in plots})
+        run.log(payload)
+    finally:
+        run.finish()

@@ -1,0 +1,239 @@
+"""Runs a benchmark mode: validate the config, then for every case and device skip what exceeds
+the budgets, build, check correctness, time interleaved, and write the outputs."""
+
+from __future__ import annotations
+
+import gc
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from torch import nn
+
+from fastff.benchmark import report
+from fastff.benchmark.cases import COLUMN, IMPLEMENTATIONS, Case, ratio, torch_dtype
+from fastff.benchmark.checks import check_fff_hard, check_fff_soft
+from fastff.benchmark.modes import MODES, reference_unavailable_reason
+from fastff.benchmark.timing import time_interleaved
+from fastff.layers import fff_fast
+from fastff.tracking import resolve_wandb_mode
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise one ValueError naming the first bad setting, before any work."""
+    if cfg.mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {cfg.mode!r}")
+    if cfg.mode not in cfg.modes:
+        raise ValueError(f"modes.{cfg.mode} is missing from the config")
+    unknown = [name for name in cfg.implementations if name not in IMPLEMENTATIONS]
+    if unknown or not cfg.implementations:
+        raise ValueError(
+            f"implementations must be a non-empty list from {list(IMPLEMENTATIONS)}, "
+            f"got {list(cfg.implementations)}"
+        )
+    if cfg.device not in DEVICES:
+        raise ValueError(f"device must be one of {list(DEVICES)}, got {cfg.device!r}")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but CUDA is not available; use device=auto or cpu")
+    torch_dtype(cfg.dtype)
+    for strategy in [cfg.fff_strategy, *cfg.extra_fff_strategies]:
+        if strategy not in fff_fast.STRATEGIES:
+            raise ValueError(
+                f"fff_strategy / extra_fff_strategies must be in {list(fff_fast.STRATEGIES)}, "
+                f"got {strategy!r}"
+            )
+    positive = {
+        "threads": cfg.threads,
+        "timing.repeats": cfg.timing.repeats,
+        "timing.min_run_time": cfg.timing.min_run_time,
+        "limits.memory_budget_gb": cfg.limits.memory_budget_gb,
+        "limits.max_gflop_per_call": cfg.limits.max_gflop_per_call,
+    }
+    for key, value in positive.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{key} must be a positive number, got {value!r}")
+
+
+def devices_for(setting: str) -> list[torch.device]:
+    """``auto``: the CPU, plus CUDA when present; otherwise the one device named."""
+    if setting == "auto":
+        return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    return [torch.device(setting)]
+
+
+def skip_reason(name: str, case: Case, cfg: DictConfig, dtype: torch.dtype) -> str | None:
+    """Why an implementation is not timed in this case, or None."""
+    implementation = case.implementations[name]
+    scale = torch.empty((), dtype=dtype).element_size() / 4
+    gigabytes = implementation.weight_bytes * scale / 2**30
+    if implementation.shares_weights_with is None and gigabytes > cfg.limits.memory_budget_gb:
+        return (
+            f"weights need {gigabytes:.2f} GiB > limits.memory_budget_gb="
+            f"{cfg.limits.memory_budget_gb}"
+        )
+    if implementation.flops / 1e9 > cfg.limits.max_gflop_per_call:
+        return (
+            f"{implementation.flops / 1e9:.0f} GFLOP per call > limits.max_gflop_per_call="
+            f"{cfg.limits.max_gflop_per_call}"
+        )
+    if name == "reference":
+        reason = reference_unavailable_reason()
+        if reason:
+            return reason
+        if case.params["depth"] == 0:
+            return "the reference's eval_forward crashes at depth 0 (known defect)"
+        if case.kind == "inference" and case.batch > cfg.limits.reference_max_batch:
+            return (
+                f"the reference's eval loops over inputs in Python; batch {case.batch} > "
+                f"limits.reference_max_batch={cfg.limits.reference_max_batch}"
+            )
+    return None
+
+
+def _call(name: str, module: nn.Module, x: torch.Tensor, case: Case, hardening: float) -> Callable:
+    """The timed callable: an eval forward, or forward + backward of sum(output) + aux loss."""
+    if case.kind == "inference":
+        return lambda: module(x)
+
+    def step() -> None:
+        for parameter in module.parameters():
+            parameter.grad = None
+        if name == "reference":
+            output, entropies = module.training_forward(x, return_entropies=True)
+            loss = output.float().sum() + hardening * entropies.mean()
+        else:
+            loss = module(x).float().sum() + module.aux_loss
+        loss.backward()
+
+    return step
+
+
+def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console) -> dict[str, Any]:
+    """Time one case on one device; returns its table row."""
+    dtype = torch_dtype(cfg.dtype)
+    row: dict[str, Any] = {"mode": case.mode, "device": device.type, "dtype": cfg.dtype}
+    row.update(case.params)
+    notes: dict[str, str] = {}
+    names = []
+    for name in case.implementations:
+        reason = skip_reason(name, case, cfg, dtype)
+        if reason is None and case.implementations[name].shares_weights_with in notes:
+            reason = "needs the FFF's weights, which were skipped"
+        if reason:
+            notes[name] = f"skipped: {reason}"
+        else:
+            names.append(name)
+
+    torch.manual_seed(cfg.seed)
+    modules = case.build(names)
+    training = case.kind == "training"
+    for module in modules.values():
+        module.to(device=device, dtype=dtype).train(training)
+    x = torch.randn(case.batch, case.in_features, device=device, dtype=dtype)
+    hardening = float(cfg.modes[cfg.mode].get("hardening", 0.0))
+    calls = {
+        COLUMN[name]: _call(name, module, x, case, hardening) for name, module in modules.items()
+    }
+
+    row["check"] = "not checked"
+    if "fff" in modules:
+        fff = modules["fff"]
+        fff.hard_strategy = cfg.fff_strategy
+        if training:
+            if "reference" in modules:
+                row["check"] = check_fff_soft(fff, modules["reference"], x) or "ok"
+        else:
+            with torch.inference_mode():
+                row["fff_strategy"] = (
+                    fff_fast.select_strategy(fff, x)
+                    if cfg.fff_strategy == "auto"
+                    else cfg.fff_strategy
+                )
+            failures = [
+                check_fff_hard(fff, x, strategy, cfg.check.oracle_rows)
+                for strategy in [row["fff_strategy"], *cfg.extra_fff_strategies]
+            ]
+            row["check"] = "; ".join(f for f in failures if f) or "ok"
+            for strategy in cfg.extra_fff_strategies:
+                calls[f"FFF[{strategy}]"] = lambda s=strategy, layer=fff, inputs=x: (
+                    fff_fast.hard_forward_2d(layer, inputs, s)
+                )
+
+    grad_mode = torch.enable_grad() if training else torch.inference_mode()
+    with grad_mode:
+        times, errors = time_interleaved(
+            calls,
+            device=device,
+            threads=cfg.threads,
+            min_run_time=cfg.timing.min_run_time,
+            repeats=cfg.timing.repeats,
+            warmup=cfg.timing.warmup,
+        )
+    for label in [*COLUMN.values(), *(f"FFF[{s}]" for s in cfg.extra_fff_strategies)]:
+        row[f"t_{label}_ms"] = times[label] * 1e3 if label in times else math.nan
+    for label, error in errors.items():
+        notes[label] = f"error: {error[:200]}"
+
+    trusted = row["check"] in ("ok", "not checked")
+    fff_time = row["t_FFF_ms"] if trusted else math.nan
+    row["FF/FFF"] = ratio(row["t_FF_ms"], fff_time)
+    row["MoE/FFF"] = ratio(row["t_MoE_ms"], fff_time)
+    row["ref/FFF"] = ratio(row["t_ref_ms"], fff_time)
+    row.update(case.ideal)
+    row["notes"] = "; ".join(f"{COLUMN.get(k, k)} {v}" for k, v in notes.items())
+    if not trusted:
+        console.print(f"[red]FFF check FAILED, no speedup reported: {row['check']}[/red]")
+
+    del modules, calls, x
+    gc.collect()
+    return row
+
+
+def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.DataFrame:
+    """Run ``cfg.mode``; write the CSV and plots into ``run_dir``, log to W&B; return the rows."""
+    validate(cfg)
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # logs and pipes: wide enough for every column
+            console = Console(width=220)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mode_cfg: Mapping[str, Any] = OmegaConf.to_container(cfg.modes[cfg.mode], resolve=True)
+    cases = MODES[cfg.mode](mode_cfg, list(cfg.implementations))
+    devices = devices_for(cfg.device)
+    wants_kernel = cfg.fff_strategy in ("auto", "fused_cpu") or "fused_cpu" in list(
+        cfg.extra_fff_strategies
+    )
+    if "fff" in cfg.implementations and wants_kernel and devices[0].type == "cpu":
+        console.print("Loading the fused C++ FFF kernel (built on first use, then cached)...")
+        fff_fast.load_fused_kernel()
+
+    rows = []
+    for device in devices:
+        for case in cases:
+            params = ", ".join(f"{k} {v}" for k, v in case.params.items())
+            console.print(f"[dim]{cfg.mode} on {device.type}: {params}[/dim]")
+            rows.append(run_case(case, device, cfg, console))
+    frame = pd.DataFrame(rows)
+
+    title = f"fastff bench {cfg.mode} ({cfg.dtype}, {cfg.threads} CPU threads)"
+    report.print_table(frame, title, console)
+    csv_path = report.write_csv(frame, run_dir, cfg.mode)
+    plots = report.write_plots(frame, run_dir, cfg.mode)
+    console.print(f"Results: {csv_path}; plots: {', '.join(str(p) for p in plots)}")
+
+    report.log_wandb(
+        frame,
+        plots,
+        mode=resolve_wandb_mode(cfg.wandb.mode),
+        project=cfg.wandb.project,
+        run_dir=run_dir,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    return frame

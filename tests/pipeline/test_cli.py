@@ -1,0 +1,108 @@
+"""The real command line: the default run end to end, W&B offline records, eval, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from pipeline_utils import run_cli
+
+from fastff.layers import FFF
+from fastff.models import FlatNet
+from fastff.training.checkpoint import load_layer, load_model
+from fastff.training.results import RESULT_KEYS
+from fastff.wandb_offline import read_run
+
+SHORT_DEFAULT = ("trainer.max_epochs=4", "callbacks.rich_progress_bar=null")
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default experiment through `python -m fastff.train`, shortened to 4 epochs."""
+    root = tmp_path_factory.mktemp("cli")
+    run_dir = root / "run"
+    proc = run_cli("fastff.train", *SHORT_DEFAULT, f"hydra.run.dir={run_dir}",
+                   f"paths.data_dir={root / 'data'}", cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def test_default_run_writes_metrics(default_run: Path):
+    metrics = json.loads((default_run / "metrics.json").read_text())
+    for key in RESULT_KEYS:
+        assert key in metrics, key
+    assert metrics["status"] == "finished"
+    assert metrics["dataset"] == "digits" and metrics["layer"] == "fff"
+    assert metrics["training_width"] == metrics["leaf_width"] * 2 ** metrics["depth"]
+    assert metrics["inference_size"] == metrics["depth"] + metrics["leaf_width"]
+    for key in ("M_A", "G_A"):
+        assert 10.0 < metrics[key] <= 100.0
+    assert 1 <= metrics["ETT_M"] <= 4 and 1 <= metrics["ETT_G"] <= 4
+    assert metrics["n_params"] > 0 and metrics["wall_time_s"] > 0
+    assert metrics["config"]["layer"]["name"] == "fff"
+    assert metrics["provenance"]["versions"]["torch"] == torch.__version__.split("+")[0] or \
+        metrics["provenance"]["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert (default_run / ".hydra" / "config.yaml").exists()
+    assert (default_run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_default_run_records_wandb_offline(default_run: Path):
+    wandb_dir = default_run / "wandb"
+    assert wandb_dir.is_dir()
+    assert list(wandb_dir.glob("offline-run-*/run-*.wandb"))
+    run = read_run(wandb_dir)
+    metrics = json.loads((default_run / "metrics.json").read_text())
+    assert run.config["layer"]["name"] == "fff"
+    assert run.config["optimizer"]["lr"] == metrics["config"]["optimizer"]["lr"]
+    assert run.summary["G_A"] == pytest.approx(metrics["G_A"])
+    assert run.summary["M_A"] == pytest.approx(metrics["M_A"])
+    assert any("val/acc" in row for row in run.history)
+
+
+def test_eval_reproduces_test_accuracy(default_run: Path, tmp_path: Path):
+    metrics = json.loads((default_run / "metrics.json").read_text())
+    proc = run_cli("fastff.eval", f"ckpt_path={metrics['checkpoint']}",
+                   f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert evaluated["test_acc"] == pytest.approx(metrics["G_A"])
+
+
+def test_checkpoint_loads_as_plain_modules(default_run: Path):
+    model = load_model(default_run / "checkpoints" / "last.ckpt")
+    assert isinstance(model, FlatNet) and not model.training
+    layer = load_layer(default_run / "checkpoints" / "last.ckpt")
+    assert isinstance(layer, FFF)
+    assert model(torch.rand(5, 1, 8, 8)).shape == (5, 10)
+
+
+def test_eval_missing_checkpoint_is_a_clear_error(tmp_path: Path):
+    proc = run_cli("fastff.eval", "ckpt_path=nowhere.ckpt", f"hydra.run.dir={tmp_path}",
+                   cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "ckpt_path" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer.lr=-1", "optimizer.lr must be a number > 0"),
+        ("data.normalization=foo", "data.normalization must be one of"),
+    ],
+)
+def test_invalid_value_exits_before_training(tmp_path: Path, override: str, expected: str):
+    proc = run_cli("fastff.train", override, f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_unknown_group_option_lists_choices(tmp_path: Path):
+    proc = run_cli("fastff.train", "layer=nope", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Available options" in proc.stderr
+    for option in ("fff", "ff", "moe"):
+        assert option in proc.stderr

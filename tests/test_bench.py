@@ -1,0 +1,195 @@
+"""The speed benchmark runs every mode end to end in tiny configurations, refuses wrong kernels."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from fastff.benchmark import runner
+from fastff.benchmark.modes import reference_unavailable_reason
+from fastff.layers import fff_fast
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+FAST = [
+    "timing.min_run_time=0.01",
+    "timing.repeats=2",
+    "timing.warmup=1",
+    "check.oracle_rows=4",
+    "wandb.mode=disabled",
+    "fff_strategy=plain",
+    "device=cpu",
+]
+TINY = {
+    "paper_fig3": [
+        "mode=paper_fig3",
+        "modes.paper_fig3.in_features=16",
+        "modes.paper_fig3.out_features=12",
+        "modes.paper_fig3.leaf_width=4",
+        "modes.paper_fig3.min_depth=1",
+        "modes.paper_fig3.max_depth=3",
+        "modes.paper_fig3.batch_sizes=[8]",
+    ],
+    "table1": [
+        "mode=table1",
+        "modes.table1.in_features=20",
+        "modes.table1.widths=[4,8]",
+        "modes.table1.leaf_widths=[2,4]",
+        "modes.table1.batch_sizes=[16]",
+    ],
+    "train": [
+        "mode=train",
+        "modes.train.in_features=20",
+        "modes.train.leaf_width=2",
+        "modes.train.depths=[1,3]",
+        "modes.train.batch_sizes=[8]",
+    ],
+}
+needs_reference = pytest.mark.skipif(
+    reference_unavailable_reason() is not None, reason="fastfeedforward is not installed"
+)
+
+
+def _cfg(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("bench", overrides=[*FAST, f"paths.output_dir={tmp_path}", *overrides])
+
+
+@needs_reference
+@pytest.mark.parametrize("mode", list(TINY))
+def test_mode_runs_end_to_end(tmp_path, mode):
+    frame = runner.run(_cfg(tmp_path, *TINY[mode]), tmp_path)
+    csv = pd.read_csv(tmp_path / f"bench_{mode}.csv")
+    assert len(csv) == len(frame) == {"paper_fig3": 3, "table1": 4, "train": 2}[mode]
+    assert (tmp_path / f"bench_{mode}_times.png").stat().st_size > 0
+    assert (tmp_path / f"bench_{mode}_speedups.png").stat().st_size > 0
+    for column in ("t_FF_ms", "t_FFF_ms", "t_MoE_ms", "FF/FFF", "MoE/FFF", "ideal FF/FFF"):
+        assert csv[column].notna().all() and (csv[column] > 0).all(), column
+    assert (csv["check"] == "ok").all()
+    # The reference cannot run depth 0 (table1 width == leaf width); elsewhere it is timed.
+    timed = csv["depth"] > 0
+    assert csv.loc[timed, "ref/FFF"].notna().all()
+    if (~timed).any():
+        assert csv.loc[~timed, "notes"].str.contains("crashes at depth 0").all()
+    ratio = csv["t_FF_ms"] / csv["t_FFF_ms"]
+    assert ((ratio - csv["FF/FFF"]).abs() < 1e-9).all()
+
+
+def test_budgets_skip_and_say_why(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        *TINY["paper_fig3"],
+        "limits.memory_budget_gb=0.000002",  # 2 KiB: FF, FFF and MoE at depth 3 exceed it
+        "limits.reference_max_batch=4",
+        "implementations=[ff,fff,moe,reference]",
+    )
+    frame = runner.run(cfg, tmp_path)
+    deepest = frame[frame["depth"] == 3].iloc[0]
+    assert math.isnan(deepest["t_FF_ms"]) and math.isnan(deepest["FF/FFF"])
+    assert "FF skipped: weights need" in deepest["notes"]
+    assert "memory_budget_gb" in deepest["notes"]
+    assert "FFF skipped" in deepest["notes"]  # the FFF itself is as large as the FF
+    if reference_unavailable_reason() is None:
+        shallow = frame[frame["depth"] == 1].iloc[0]
+        assert "reference_max_batch=4" in shallow["notes"]
+
+
+def test_gflop_limit_skips(tmp_path):
+    frame = runner.run(
+        _cfg(tmp_path, *TINY["table1"], "limits.max_gflop_per_call=0.000001"), tmp_path
+    )
+    assert frame["t_FF_ms"].isna().all()
+    assert frame["notes"].str.contains("max_gflop_per_call").all()
+
+
+def test_wrong_kernel_reports_no_speedup(tmp_path, monkeypatch):
+    plain = fff_fast.hard_forward_2d
+
+    def broken(layer, x2d, strategy="auto"):
+        return plain(layer, x2d, "plain") + 1e-2
+
+    monkeypatch.setattr(fff_fast, "hard_forward_2d", broken)
+    frame = runner.run(_cfg(tmp_path, *TINY["table1"], "implementations=[ff,fff]"), tmp_path)
+    assert frame["check"].str.contains("differs from the plain path").all()
+    assert frame["FF/FFF"].isna().all()
+    assert frame["t_FF_ms"].notna().all()
+
+
+def test_extra_strategies_are_checked_and_timed(tmp_path):
+    frame = runner.run(
+        _cfg(
+            tmp_path,
+            *TINY["paper_fig3"],
+            "implementations=[ff,fff]",
+            "extra_fff_strategies=[grouped]",
+        ),
+        tmp_path,
+    )
+    assert (frame["check"] == "ok").all()
+    assert frame["t_FFF[grouped]_ms"].notna().all()
+
+
+def test_wandb_offline_run_in_run_dir(tmp_path):
+    cfg = _cfg(tmp_path, *TINY["table1"], "implementations=[ff,fff]", "wandb.mode=offline")
+    runner.run(cfg, tmp_path)
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("mode=vit", "mode must be one of"),
+        ("implementations=[ff,dense]", "implementations must be"),
+        ("fff_strategy=fastest", "fff_strategy"),
+        ("dtype=int8", "dtype must be one of"),
+        ("threads=0", "threads must be a positive number"),
+        ("device=tpu", "device must be one of"),
+    ],
+)
+def test_bad_settings_fail_before_work(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        runner.run(_cfg(tmp_path, override), tmp_path)
+    assert not list(tmp_path.glob("*.csv"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_cuda_request_without_cuda_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        runner.run(_cfg(tmp_path, "device=cuda"), tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_mode_runs(tmp_path):
+    frame = runner.run(
+        _cfg(tmp_path, *TINY["paper_fig3"], "device=cuda", "fff_strategy=auto"), tmp_path
+    )
+    assert (frame["device"] == "cuda").all() and (frame["check"] == "ok").all()
+
+
+def test_entry_point_writes_csv_in_hydra_run_dir(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "fastff.bench",
+        *TINY["table1"],
+        *[o for o in FAST if not o.startswith("paths.")],
+        "implementations=[ff,fff]",
+        f"paths.log_dir={tmp_path}",
+    ]
+    env = {**os.environ, "FASTFF_FUSED_CPU": "0"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "FF/FFF" in result.stdout
+    assert len(list(tmp_path.glob("bench/runs/*/bench_table1.csv"))) == 1
+    bad = subprocess.run(
+        [*command, "mode=nope"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert bad.returncode == 2 and "mode must be one of" in bad.stderr
