@@ -1,6 +1,6 @@
 """Hydra entry point: evaluate a saved checkpoint on its dataset's test split (hard inference).
 
-    python -m fastff.eval ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt
+python -m fastff.eval ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt
 """
 
 from __future__ import annotations
@@ -36,10 +36,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         data_cfg.data_dir = cfg.data_dir
     data = instantiate_or_config_error(data_cfg)
     model = load_model(cfg.ckpt_path)
-    module = ClassifierModule(model, optimizer=None, num_classes=data.num_classes,
-                              log_soft_accuracy=cfg.log_soft_accuracy)
-    trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, logger=False,
-                        enable_checkpointing=False, default_root_dir=cfg.paths.output_dir)
+    module = ClassifierModule(
+        model, optimizer=None, num_classes=data.num_classes, log_soft_accuracy=cfg.log_soft_accuracy
+    )
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=cfg.paths.output_dir,
+    )
     tested = trainer.test(module, datamodule=data, verbose=False)[0]
     results = {
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
@@ -47,12 +53,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "layer": run["layer"]["name"],
         "test_acc": round(100 * tested["test/acc"], 4),
         "test_acc_soft": round(100 * tested["test/acc_soft"], 4)
-        if "test/acc_soft" in tested else None,
+        if "test/acc_soft" in tested
+        else None,
         "provenance": provenance(),
     }
     write_json_atomic(Path(cfg.paths.output_dir) / "eval.json", results)
-    print_summary({"dataset": results["dataset"], "layer": results["layer"],
-                   "G_A": results["test_acc"], "test_acc_soft": results["test_acc_soft"]})
+    print_summary(
+        {
+            "dataset": results["dataset"],
+            "layer": results["layer"],
+            "G_A": results["test_acc"],
+            "test_acc_soft": results["test_acc_soft"],
+        }
+    )
     return results
 
 

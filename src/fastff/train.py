@@ -1,7 +1,7 @@
 """Hydra entry point: compose -> fit -> test -> results (metrics.json and W&B).
 
-    python -m fastff.train                                   # FFF on digits (offline)
-    python -m fastff.train experiment=table1 data=mnist layer=fff layer.leaf_width=8
+python -m fastff.train                                   # FFF on digits (offline)
+python -m fastff.train experiment=table1 data=mnist layer=fff layer.leaf_width=8
 """
 
 from __future__ import annotations
@@ -66,8 +66,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         scheduler=instantiate(scheduler_cfg) if scheduler_cfg else None,
         scheduler_monitor=monitor,
         log_soft_accuracy=cfg.log_soft_accuracy,
-        config={"run": plain_cfg, "input_shape": list(data.input_shape),
-                "num_classes": data.num_classes},
+        config={
+            "run": plain_cfg,
+            "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes,
+        },
     )
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg)
@@ -86,8 +89,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         **layer_sizes(cfg.layer),
         "seed": cfg.seed,
         "n_params": sum(p.numel() for p in model.parameters()),
-        "M_A": None, "G_A": None, "ETT_M": None, "ETT_G": None,
-        "wall_time_s": None, "status": "failed",
+        "M_A": None,
+        "G_A": None,
+        "ETT_M": None,
+        "ETT_G": None,
+        "wall_time_s": None,
+        "status": "failed",
     }
     if cfg.layer.name == "moe":
         results.update({k: getattr(model.layer, k, None) for k in ("num_experts", "k")})
@@ -96,9 +103,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(module, datamodule=ProtocolDataModule(data), ckpt_path=cfg.get("ckpt_path"))
         tracker = module.tracker
-        results.update(M_A=_percent(tracker.memorization_accuracy), ETT_M=tracker.ett_m,
-                       ETT_G=tracker.ett_g, best_val_acc=_percent(tracker.best_val),
-                       epochs=len(tracker.history), history=tracker.history)
+        results.update(
+            M_A=_percent(tracker.memorization_accuracy),
+            ETT_M=tracker.ett_m,
+            ETT_G=tracker.ett_g,
+            best_val_acc=_percent(tracker.best_val),
+            epochs=len(tracker.history),
+            history=tracker.history,
+        )
         if trainer.interrupted:
             results["status"] = "interrupted"
         elif cfg.test:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -17,7 +17,7 @@ CONF = Path(config_dir())
 
 
 def compose_config(name: str, overrides: Sequence[str], output_dir: Path) -> DictConfig:
-    """Compose ``conf/<name>.yaml`` with overrides, as the entry point would, outputs in a tmp dir."""
+    """Compose ``conf/<name>.yaml`` with overrides as the entry point would; outputs in a tmp dir."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name=name, overrides=list(overrides), return_hydra_config=True)
@@ -28,9 +28,14 @@ def compose_config(name: str, overrides: Sequence[str], output_dir: Path) -> Dic
     return cfg
 
 
-def run_cli(module: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str, *args: str, cwd: Path, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run ``python -m <module> <args>`` like a user would; returns the completed process."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

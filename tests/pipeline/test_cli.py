@@ -23,8 +23,13 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default experiment through `python -m fastff.train`, shortened to 4 epochs."""
     root = tmp_path_factory.mktemp("cli")
     run_dir = root / "run"
-    proc = run_cli("fastff.train", *SHORT_DEFAULT, f"hydra.run.dir={run_dir}",
-                   f"paths.data_dir={root / 'data'}", cwd=root)
+    proc = run_cli(
+        "fastff.train",
+        *SHORT_DEFAULT,
+        f"hydra.run.dir={run_dir}",
+        f"paths.data_dir={root / 'data'}",
+        cwd=root,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
 
@@ -42,8 +47,9 @@ def test_default_run_writes_metrics(default_run: Path):
     assert 1 <= metrics["ETT_M"] <= 4 and 1 <= metrics["ETT_G"] <= 4
     assert metrics["n_params"] > 0 and metrics["wall_time_s"] > 0
     assert metrics["config"]["layer"]["name"] == "fff"
-    assert metrics["provenance"]["versions"]["torch"] == torch.__version__.split("+")[0] or \
-        metrics["provenance"]["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert metrics["provenance"]["versions"]["torch"] == torch.__version__.split("+")[0] or metrics[
+        "provenance"
+    ]["versions"]["torch"].startswith(torch.__version__.split("+")[0])
     assert (default_run / ".hydra" / "config.yaml").exists()
     assert (default_run / "checkpoints" / "last.ckpt").exists()
 
@@ -63,8 +69,12 @@ def test_default_run_records_wandb_offline(default_run: Path):
 
 def test_eval_reproduces_test_accuracy(default_run: Path, tmp_path: Path):
     metrics = json.loads((default_run / "metrics.json").read_text())
-    proc = run_cli("fastff.eval", f"ckpt_path={metrics['checkpoint']}",
-                   f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path)
+    proc = run_cli(
+        "fastff.eval",
+        f"ckpt_path={metrics['checkpoint']}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert evaluated["test_acc"] == pytest.approx(metrics["G_A"])
@@ -79,8 +89,9 @@ def test_checkpoint_loads_as_plain_modules(default_run: Path):
 
 
 def test_eval_missing_checkpoint_is_a_clear_error(tmp_path: Path):
-    proc = run_cli("fastff.eval", "ckpt_path=nowhere.ckpt", f"hydra.run.dir={tmp_path}",
-                   cwd=tmp_path)
+    proc = run_cli(
+        "fastff.eval", "ckpt_path=nowhere.ckpt", f"hydra.run.dir={tmp_path}", cwd=tmp_path
+    )
     assert proc.returncode == 2
     assert "ckpt_path" in proc.stderr and "Traceback" not in proc.stderr
 

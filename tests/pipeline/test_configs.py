@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 from omegaconf import OmegaConf
+from pipeline_utils import CONF
 
 from fastff.config_checks import ConfigError, check_train_config
-from fastff.tracking import resolve_wandb_mode
 from fastff.models.layer_factory import LAYER_NAMES, layer_sizes
-
-from pipeline_utils import CONF
+from fastff.tracking import resolve_wandb_mode
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 OPTIONS = [
@@ -22,8 +21,18 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
 def test_train_config_has_the_documented_groups():
-    for group in ("data", "model", "layer", "trainer", "logger", "callbacks", "paths", "hydra",
-                  "experiment", "debug"):
+    for group in (
+        "data",
+        "model",
+        "layer",
+        "trainer",
+        "logger",
+        "callbacks",
+        "paths",
+        "hydra",
+        "experiment",
+        "debug",
+    ):
         assert group in GROUPS
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from fastff.train import train
 from fastff.training.module import ClassifierModule
 from fastff.training.results import RESULT_KEYS
-from fastff.train import train
 
 QUICK = ("logger=none", "callbacks.rich_progress_bar=null", "trainer=cpu")
 
@@ -40,11 +40,19 @@ def test_keys_that_do_not_apply_are_null(make_cfg):
 
 
 def test_layer_configs_derive_depth(make_cfg):
-    results = train(make_cfg("layer.width=32", "layer.leaf_width=2", "trainer.fast_dev_run=true",
-                             *QUICK))
+    results = train(
+        make_cfg("layer.width=32", "layer.leaf_width=2", "trainer.fast_dev_run=true", *QUICK)
+    )
     assert results["depth"] == 4 and results["inference_size"] == 4 + 2
-    by_depth = train(make_cfg("layer.width=null", "layer.depth=2", "layer.leaf_width=4",
-                              "trainer.fast_dev_run=true", *QUICK))
+    by_depth = train(
+        make_cfg(
+            "layer.width=null",
+            "layer.depth=2",
+            "layer.leaf_width=4",
+            "trainer.fast_dev_run=true",
+            *QUICK,
+        )
+    )
     assert by_depth["width"] == 16
 
 

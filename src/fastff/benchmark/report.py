@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fastff.benchmark.cases import COLUMN
@@ -45,16 +46,17 @@ def print_table(frame: pd.DataFrame, title: str, console: Console | None = None)
     columns += [c for c in frame.columns if c.startswith("t_FFF[")]
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, justify="right" if column != "check" else "left")
+        table.add_column(escape(column), justify="right" if column != "check" else "left")
     for _, row in frame.iterrows():
-        cells = [_format(row[c]) for c in columns]
+        cells = [escape(_format(row[c])) for c in columns]
         style = None if row.get("check", "ok") in ("ok", "not checked") else "red"
         table.add_row(*cells, style=style)
     console.print(table)
     for _, row in frame.iterrows():
         if isinstance(row.get("notes"), str) and row["notes"]:
             where = f"{row['device']} batch {row['batch']} depth {row['depth']}"
-            console.print(f"[yellow]{where}, leaf {row['leaf_width']}:[/yellow] {row['notes']}")
+            note = escape(row["notes"])
+            console.print(f"[yellow]{where}, leaf {row['leaf_width']}:[/yellow] {note}")
 
 
 def write_csv(frame: pd.DataFrame, run_dir: Path, mode: str) -> Path:

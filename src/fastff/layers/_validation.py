@@ -6,7 +6,7 @@ import torch
 
 
 def check_int(name: str, value: object, minimum: int) -> int:
-    """Return ``value`` if it is an integer >= ``minimum``, else raise ValueError naming ``name``."""
+    """Return ``value`` if it is an integer >= ``minimum``; else raise ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
@@ -25,6 +25,5 @@ def check_input(x: torch.Tensor, in_features: int, layer: str) -> None:
         raise ValueError(f"{layer} input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() == 0 or x.shape[-1] != in_features:
         raise ValueError(
-            f"{layer} input must have shape (..., in_features={in_features}), "
-            f"got {tuple(x.shape)}"
+            f"{layer} input must have shape (..., in_features={in_features}), got {tuple(x.shape)}"
         )

@@ -17,11 +17,31 @@ from fastff.layers import FF, FFF, MoE
 LAYER_NAMES = ("fff", "ff", "moe")
 
 _KEYS: dict[str, set[str]] = {
-    "fff": {"name", "width", "leaf_width", "depth", "activation", "dropout", "region_leak",
-            "hardening", "hardening_reduction", "frozen_tree"},
+    "fff": {
+        "name",
+        "width",
+        "leaf_width",
+        "depth",
+        "activation",
+        "dropout",
+        "region_leak",
+        "hardening",
+        "hardening_reduction",
+        "frozen_tree",
+    },
     "ff": {"name", "width", "activation", "dropout"},
-    "moe": {"name", "width", "expert_width", "num_experts", "k", "noisy_gating", "w_importance",
-            "w_load", "activation", "dropout"},
+    "moe": {
+        "name",
+        "width",
+        "expert_width",
+        "num_experts",
+        "k",
+        "noisy_gating",
+        "w_importance",
+        "w_load",
+        "activation",
+        "dropout",
+    },
 }
 
 
@@ -37,7 +57,7 @@ def _positive_int(cfg: Mapping[str, Any], key: str) -> int:
 
 
 def fff_depth(cfg: Mapping[str, Any]) -> int:
-    """Depth of an FFF config: given directly, or log2(width / leaf_width) (must be a power of 2)."""
+    """Depth of an FFF config: given, or log2(width / leaf_width) (a power of two)."""
     leaf_width = _positive_int(cfg, "leaf_width")
     depth, width = cfg.get("depth"), cfg.get("width")
     if depth is not None:
@@ -88,7 +108,8 @@ def _check_keys(cfg: Mapping[str, Any]) -> str:
     unknown = set(cfg) - _KEYS[name]
     if unknown:
         raise LayerConfigError(
-            f"unknown setting(s) for layer={name}: {sorted(unknown)}; allowed: {sorted(_KEYS[name])}"
+            f"unknown setting(s) for layer={name}: {sorted(unknown)}; "
+            f"allowed: {sorted(_KEYS[name])}"
         )
     return name
 
@@ -104,18 +125,28 @@ def build_layer(cfg: Mapping[str, Any], in_features: int, out_features: int) -> 
     try:
         if name == "fff":
             return FFF(
-                in_features, out_features, leaf_width=cfg["leaf_width"], depth=fff_depth(cfg),
-                region_leak=cfg.get("region_leak", 0.0), hardening=cfg.get("hardening", 0.0),
+                in_features,
+                out_features,
+                leaf_width=cfg["leaf_width"],
+                depth=fff_depth(cfg),
+                region_leak=cfg.get("region_leak", 0.0),
+                hardening=cfg.get("hardening", 0.0),
                 hardening_reduction=cfg.get("hardening_reduction", "mean"),
-                frozen_tree=cfg.get("frozen_tree", False), **common,
+                frozen_tree=cfg.get("frozen_tree", False),
+                **common,
             )
         if name == "ff":
             return FF(in_features, out_features, hidden_width=_positive_int(cfg, "width"), **common)
         return MoE(
-            in_features, out_features, num_experts=moe_num_experts(cfg),
-            expert_width=cfg["expert_width"], k=cfg.get("k", 2),
-            noisy_gating=cfg.get("noisy_gating", True), w_importance=cfg.get("w_importance", 0.1),
-            w_load=cfg.get("w_load", 0.1), **common,
+            in_features,
+            out_features,
+            num_experts=moe_num_experts(cfg),
+            expert_width=cfg["expert_width"],
+            k=cfg.get("k", 2),
+            noisy_gating=cfg.get("noisy_gating", True),
+            w_importance=cfg.get("w_importance", 0.1),
+            w_load=cfg.get("w_load", 0.1),
+            **common,
         )
     except LayerConfigError:
         raise
@@ -129,16 +160,32 @@ def layer_sizes(cfg: Mapping[str, Any]) -> dict[str, int | None]:
     if name == "fff":
         depth = fff_depth(cfg)
         leaf = _positive_int(cfg, "leaf_width")
-        return {"width": leaf * 2**depth, "leaf_width": leaf, "depth": depth,
-                "training_width": leaf * 2**depth, "inference_width": leaf,
-                "inference_size": depth + leaf}
+        return {
+            "width": leaf * 2**depth,
+            "leaf_width": leaf,
+            "depth": depth,
+            "training_width": leaf * 2**depth,
+            "inference_width": leaf,
+            "inference_size": depth + leaf,
+        }
     if name == "ff":
         width = _positive_int(cfg, "width")
-        return {"width": width, "leaf_width": None, "depth": None, "training_width": width,
-                "inference_width": width, "inference_size": width}
+        return {
+            "width": width,
+            "leaf_width": None,
+            "depth": None,
+            "training_width": width,
+            "inference_width": width,
+            "inference_size": width,
+        }
     experts = moe_num_experts(cfg)
     ew = _positive_int(cfg, "expert_width")
     k = cfg.get("k", 2)
-    return {"width": experts * ew, "leaf_width": None, "depth": None,
-            "training_width": experts * ew, "inference_width": k * ew,
-            "inference_size": k * ew + experts}
+    return {
+        "width": experts * ew,
+        "leaf_width": None,
+        "depth": None,
+        "training_width": experts * ew,
+        "inference_width": k * ew,
+        "inference_size": k * ew + experts,
+    }

@@ -17,7 +17,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise FileNotFoundError(f"ckpt_path: no checkpoint file at {os.fspath(path)!r}")
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
     if "state_dict" not in ckpt or "config" not in ckpt.get("hyper_parameters", {}):
-        raise ValueError(f"ckpt_path: {os.fspath(path)!r} is not a checkpoint written by fastff.train")
+        raise ValueError(
+            f"ckpt_path: {os.fspath(path)!r} is not a checkpoint written by fastff.train"
+        )
     return ckpt
 
 
@@ -40,7 +42,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     config = meta["run"]
     model = build_model(config["model"], config["layer"], meta["input_shape"], meta["num_classes"])
     prefix = "model."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(state)
     return model.eval()
 

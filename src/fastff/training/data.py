@@ -7,9 +7,8 @@ from typing import Any
 import lightning as L
 
 
-
 class ProtocolDataModule(L.LightningDataModule):
-    """Delegates to ``data`` (a ``fastff.data`` datamodule); validation yields [validation split, whole training split].
+    """Delegates to a ``fastff.data`` datamodule; validation yields [validation, training split].
 
     The second validation loader (never augmented, not shuffled) measures memorisation accuracy
     (M_A) with hard inference every epoch.

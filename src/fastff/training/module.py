@@ -1,4 +1,4 @@
-"""The LightningModule: cross-entropy plus every layer's aux_loss, hard-inference metrics, M_A/G_A."""
+"""The LightningModule: cross-entropy plus every aux_loss, hard-inference metrics, M_A/G_A."""
 
 from __future__ import annotations
 

@@ -15,20 +15,45 @@ from typing import Any
 import torch
 
 RESULT_KEYS = (
-    "dataset", "model", "layer", "width", "leaf_width", "depth", "seed", "training_width",
-    "inference_width", "inference_size", "n_params", "M_A", "G_A", "ETT_M", "ETT_G",
-    "wall_time_s", "status",
+    "dataset",
+    "model",
+    "layer",
+    "width",
+    "leaf_width",
+    "depth",
+    "seed",
+    "training_width",
+    "inference_width",
+    "inference_size",
+    "n_params",
+    "M_A",
+    "G_A",
+    "ETT_M",
+    "ETT_G",
+    "wall_time_s",
+    "status",
 )
-PACKAGES = ("fastff", "torch", "torchvision", "lightning", "torchmetrics", "hydra-core", "wandb",
-            "timm", "numpy")
+PACKAGES = (
+    "fastff",
+    "torch",
+    "torchvision",
+    "lightning",
+    "torchmetrics",
+    "hydra-core",
+    "wandb",
+    "timm",
+    "numpy",
+)
 
 
 def git_info(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
     """Commit hash and dirty flag of the checkout ``cwd`` is in (None outside git)."""
+
     def run(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                                 timeout=10, check=True)
+            out = subprocess.run(
+                ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         return out.stdout.strip()
@@ -49,9 +74,13 @@ def package_versions() -> dict[str, str | None]:
 
 
 def device_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
-                            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                            "cuda": torch.cuda.is_available()}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
     if info["cuda"]:
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -59,8 +88,12 @@ def device_info() -> dict[str, Any]:
 
 def provenance() -> dict[str, Any]:
     """Where a result came from: git commit, package versions, device, command line."""
-    return {"git": git_info(Path(__file__).parent), "versions": package_versions(),
-            "device": device_info(), "argv": list(sys.argv)}
+    return {
+        "git": git_info(Path(__file__).parent),
+        "versions": package_versions(),
+        "device": device_info(),
+        "argv": list(sys.argv),
+    }
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> Path:

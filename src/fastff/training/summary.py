@@ -7,8 +7,22 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-SHOWN = ("dataset", "layer", "width", "leaf_width", "depth", "inference_width", "n_params",
-         "M_A", "ETT_M", "G_A", "ETT_G", "test_acc_soft", "wall_time_s", "status")
+SHOWN = (
+    "dataset",
+    "layer",
+    "width",
+    "leaf_width",
+    "depth",
+    "inference_width",
+    "n_params",
+    "M_A",
+    "ETT_M",
+    "G_A",
+    "ETT_G",
+    "test_acc_soft",
+    "wall_time_s",
+    "status",
+)
 
 
 def print_summary(results: dict[str, Any], console: Console | None = None) -> None:
