@@ -26,6 +26,7 @@ from fastff.models.layer_factory import layer_sizes
 from fastff.training.builders import build_callbacks, build_loggers, build_model
 from fastff.training.data import ProtocolDataModule
 from fastff.training.module import ClassifierModule
+from fastff.training.protocol import ProtocolTracker
 from fastff.training.results import RESULT_KEYS, provenance, write_json_atomic
 from fastff.training.summary import print_summary
 
@@ -36,14 +37,30 @@ def _percent(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else round(100.0 * x, 4)
 
 
+def _protocol_results(tracker: ProtocolTracker) -> dict[str, Any]:
+    """M_A, ETT_M, ETT_G and the per-epoch history so far (G_A comes from the test)."""
+    return {
+        "M_A": _percent(tracker.memorization_accuracy),
+        "ETT_M": tracker.ett_m,
+        "ETT_G": tracker.ett_g,
+        "best_val_acc": _percent(tracker.best_val) if tracker.ett_g else None,
+        "epochs": len(tracker.history),
+        "history": tracker.history,
+    }
+
+
 def _finish_wandb(loggers: list, results: dict[str, Any]) -> None:
+    """Put the results in each W&B run's summary and close it (a W&B failure is only logged)."""
     from lightning.pytorch.loggers import WandbLogger
 
+    summary = {k: v for k, v in results.items() if k in RESULT_KEYS or k == "test_acc_soft"}
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            summary = {k: v for k, v in results.items() if k in RESULT_KEYS or k == "test_acc_soft"}
-            logger.experiment.summary.update(summary)
-            logger.experiment.finish()
+            try:
+                logger.experiment.summary.update(summary)
+                logger.experiment.finish()
+            except Exception as err:  # metrics.json already holds the results
+                log.warning("could not write the W&B summary: %s", err)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -102,36 +119,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics_path = output_dir / "metrics.json"
     try:
         trainer.fit(module, datamodule=ProtocolDataModule(data), ckpt_path=cfg.get("ckpt_path"))
-        tracker = module.tracker
-        results.update(
-            M_A=_percent(tracker.memorization_accuracy),
-            ETT_M=tracker.ett_m,
-            ETT_G=tracker.ett_g,
-            best_val_acc=_percent(tracker.best_val),
-            epochs=len(tracker.history),
-            history=tracker.history,
-        )
-        if trainer.interrupted:
-            results["status"] = "interrupted"
-        elif cfg.test:
+        if not trainer.interrupted and cfg.test:
             best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
             results["checkpoint"] = best
             tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
             results["G_A"] = _percent(tested.get("test/acc"))
             results["test_acc_soft"] = _percent(tested.get("test/acc_soft"))
-            results["status"] = "interrupted" if trainer.interrupted else "finished"
-        else:
-            results["status"] = "finished"
+        results["status"] = "interrupted" if trainer.interrupted else "finished"
     except BaseException as err:
+        # Lightning turns Ctrl+C into a graceful shutdown followed by SystemExit.
+        stopped = isinstance(err, (KeyboardInterrupt, SystemExit))
+        results["status"] = "interrupted" if stopped else "failed"
         results["error"] = f"{type(err).__name__}: {err}"
         raise
     finally:
+        results.update(_protocol_results(module.tracker))
         results["wall_time_s"] = round(time.time() - started, 3)
         results["output_dir"] = str(output_dir)
         results["config"] = plain_cfg
         results["provenance"] = provenance()
         write_json_atomic(metrics_path, results)
-    _finish_wandb(loggers, results)
+        _finish_wandb(loggers, results)
     print_summary(results)
     log.info("results written to %s", metrics_path)
     return results

@@ -17,7 +17,7 @@ CONF = Path(config_dir())
 
 
 def compose_config(name: str, overrides: Sequence[str], output_dir: Path) -> DictConfig:
-    """Compose ``conf/<name>.yaml`` with overrides as the entry point would; outputs in a tmp dir."""
+    """Compose ``conf/<name>.yaml`` with overrides like the entry point; outputs in a tmp dir."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name=name, overrides=list(overrides), return_hydra_config=True)

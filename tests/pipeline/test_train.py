@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -96,3 +97,39 @@ def test_csv_logger_writes_history(make_cfg):
     train(cfg)
     text = Path(cfg.paths.output_dir, "csv", "metrics.csv").read_text()
     assert "val/acc" in text and "train_eval/acc" in text
+
+
+def test_interrupted_run_keeps_finished_epochs(make_cfg, monkeypatch):
+    original = ClassifierModule.on_validation_epoch_end
+
+    def interrupt_after_second_epoch(self):
+        original(self)
+        if self.current_epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ClassifierModule, "on_validation_epoch_end", interrupt_after_second_epoch)
+    cfg = _short(make_cfg, "trainer.max_epochs=5")
+    with pytest.raises(SystemExit):
+        train(cfg)
+    written = json.loads(Path(cfg.paths.output_dir, "metrics.json").read_text())
+    assert written["status"] == "interrupted"
+    assert written["epochs"] == 2 and written["M_A"] is not None
+
+
+def test_plateau_scheduler_halves_learning_rate(make_cfg):
+    cfg = _short(
+        make_cfg,
+        "logger=csv",
+        "scheduler=plateau",
+        "scheduler.patience=0",
+        "scheduler.monitor=train_eval/acc",
+        "optimizer.lr=1e-12",
+        "trainer.max_epochs=4",
+    )
+    cfg.callbacks.early_stopping = None
+    assert train(cfg)["status"] == "finished"
+    rows = list(csv.DictReader(Path(cfg.paths.output_dir, "csv", "metrics.csv").open()))
+    lrs = [float(row["lr-Adam"]) for row in rows if row.get("lr-Adam")]
+    assert lrs[0] == pytest.approx(1e-12)
+    assert lrs[-1] == pytest.approx(1e-12 * 0.5 ** (len(lrs) - 1))
+    assert len(lrs) == 4
