@@ -128,7 +128,8 @@ def test_plateau_scheduler_halves_learning_rate(make_cfg):
     )
     cfg.callbacks.early_stopping = None
     assert train(cfg)["status"] == "finished"
-    rows = list(csv.DictReader(Path(cfg.paths.output_dir, "csv", "metrics.csv").open()))
+    with Path(cfg.paths.output_dir, "csv", "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
     lrs = [float(row["lr-Adam"]) for row in rows if row.get("lr-Adam")]
     assert lrs[0] == pytest.approx(1e-12)
     assert lrs[-1] == pytest.approx(1e-12 * 0.5 ** (len(lrs) - 1))
