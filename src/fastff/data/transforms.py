@@ -3,8 +3,8 @@
 Normalisation choices (``data.normalization``):
 
 - ``"none"`` (default): pixels scaled to [0, 1]. The paper's flat-net protocol (plain SGD, lr 0.2)
-  trains normally on such inputs, whereas centring them collapsed the reference FFF and a dense FF
-  to chance accuracy on a real MNIST subset.
+  trains normally on such inputs; centred inputs make it unstable (on mnist5k, width 128, an FFF
+  reached 90.0% test accuracy on [0, 1] inputs and collapsed to 24.1% on [-1, 1] inputs).
 - ``"half"``: ``(x - 0.5) / 0.5``, pixels in [-1, 1], as in the reference package's example (Adam).
 - ``"standard"``: per-channel ``(x - mean) / std`` with mean and std measured on the dataset's
   official training set (train + validation, never the test set).
