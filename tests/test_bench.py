@@ -174,6 +174,7 @@ def test_cuda_mode_runs(tmp_path):
     assert (frame["device"] == "cuda").all() and (frame["check"] == "ok").all()
 
 
+@pytest.mark.slow
 def test_entry_point_writes_csv_in_hydra_run_dir(tmp_path):
     command = [
         sys.executable,

@@ -214,6 +214,16 @@ def test_disabled_kernel_warns_once_and_falls_back(monkeypatch):
     assert not kernel.ready_without_waiting()  # no second warning, no build
 
 
+def test_background_build_makes_kernel_ready_without_blocking(fused_kernel):
+    """The first auto call starts the (cached) build in another process and does not wait."""
+    kernel = fff_fast._FusedKernel()
+    assert not kernel.ready_without_waiting()
+    assert kernel.state == "building"
+    assert kernel._builder.wait(timeout=300) == 0
+    assert kernel.ready_without_waiting()
+    assert kernel.state == "ready"
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("strategy", ("plain", "grouped", "auto"))

@@ -27,6 +27,7 @@ Force a strategy per layer with ``layer.hard_strategy = "grouped"`` (read by
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import os
 import platform
@@ -34,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -98,16 +100,27 @@ def _isa_flags() -> tuple[str, list[str]]:
 
 
 def _build_spec() -> dict[str, Any]:
-    """Arguments for ``torch.utils.cpp_extension.load``: one cached build per vector ISA."""
+    """Arguments for ``torch.utils.cpp_extension.load``.
+
+    The extension name carries the vector ISA and a hash of the source text, its path and the
+    flags, so checkouts and versions never share (and rebuild over) one build directory.
+    """
     tag, isa = _isa_flags()
+    cflags = ["-O3", "-fopenmp", *isa]
+    identity = hashlib.sha1(KERNEL_SOURCE.read_bytes())
+    identity.update(f"{KERNEL_SOURCE.resolve()}|{cflags}|{torch.__version__}".encode())
     return {
-        "name": f"fastff_fff_cpu_{tag}",
+        "name": f"fastff_fff_cpu_{tag}_{identity.hexdigest()[:12]}",
         "sources": [str(KERNEL_SOURCE)],
-        "extra_cflags": ["-O3", "-fopenmp", *isa],
+        "extra_cflags": cflags,
         "extra_ldflags": ["-fopenmp"],
         "is_python_module": False,
         "verbose": False,
     }
+
+
+STALE_LOCK_SECONDS = 15 * 60
+"""A build lock older than this was left by a killed build; torch would wait on it forever."""
 
 
 def _load_in_this_process() -> None:
@@ -119,7 +132,11 @@ def _load_in_this_process() -> None:
     try:
         from torch.utils import cpp_extension
 
-        cpp_extension.load(**_build_spec())
+        spec = _build_spec()
+        lock = Path(cpp_extension._get_build_directory(spec["name"], verbose=False)) / "lock"
+        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            lock.unlink(missing_ok=True)
+        cpp_extension.load(**spec)
     finally:
         extension_logger.setLevel(level)
 
