@@ -18,9 +18,13 @@ from torch import nn
 
 from fastff.layers._validation import check_input, check_int, check_probability
 from fastff.layers.activations import make_activation
-
-ENTROPY_EPSILON = 1e-6
-"""Node probabilities are clamped to [eps, 1 - eps] before the entropy, as in the reference."""
+from fastff.layers.fff_soft import (
+    ENTROPY_EPSILON,
+    leaf_mixture,
+    node_entropy_from_logits,
+    region_leak_logits,
+    routing_dtype,
+)
 
 HARD_GATHER_BUDGET_BYTES = 64 * 2**20
 """Upper bound on the per-input leaf weights gathered at once by the plain hard path."""
@@ -203,28 +207,17 @@ class FFF(nn.Module):
         """
         check_input(x, self.in_features, "FFF")
         x2d = x.reshape(-1, self.in_features)
-        node_weights, node_biases = self._node_parameters()
-        probabilities = torch.sigmoid(
-            nn.functional.linear(x2d, node_weights, node_biases.squeeze(-1))
-        )  # (B, N): probability of going right at each node
-        mixture = probabilities.new_ones((x2d.shape[0], 1))  # (B, 1)
-        level_probabilities = []
-        for level in range(self.depth):
-            start = 2**level - 1
-            right = probabilities[:, start : 2 * start + 1]  # (B, 2**level)
-            if self.training and self.region_leak > 0.0:
-                swap = torch.rand_like(right) < self.region_leak
-                right = torch.where(swap, 1 - right, right)
-            level_probabilities.append(right)
-            # Children of level position p sit at 2p (left) and 2p + 1 (right) on the next level.
-            mixture = torch.stack((mixture * (1 - right), mixture * right), dim=-1).flatten(1)
-        self._record_entropy(level_probabilities)
+        n_inputs, n_leaves = x2d.shape[0], self.n_leaves
+        mixture = self._soft_routing(x2d).to(x2d.dtype)  # (B, L)
 
-        hidden = x2d @ self.w1s.transpose(0, 1).reshape(self.in_features, -1)  # (B, L*l)
-        hidden = hidden.view(-1, self.n_leaves, self.leaf_width) + self.b1s  # (B, L, l)
-        hidden = self.leaf_dropout(self.activation(hidden))
-        weighted = (hidden * mixture.unsqueeze(-1)).flatten(1)  # (B, L*l)
-        y = weighted @ self.w2s.reshape(-1, self.out_features) + mixture @ self.b2s  # (B, O)
+        # Row j*l + k is leaf j's hidden unit k: one product for all leaves, and both this copy
+        # and its gradient's transpose stay inside each leaf's (D, l) block.
+        first = self.w1s.transpose(1, 2).reshape(self.training_width, self.in_features)
+        hidden = nn.functional.linear(x2d, first, self.b1s.reshape(-1))  # (B, L*l)
+        hidden = hidden.view(n_inputs, n_leaves, self.leaf_width)
+        hidden = self.leaf_dropout(self.activation(hidden))  # (B, L, l)
+        weighted = (hidden * mixture.unsqueeze(-1)).view(n_inputs, self.training_width)
+        y = torch.addmm(mixture @ self.b2s, weighted, self.w2s.reshape(-1, self.out_features))
         return y.view(*x.shape[:-1], self.out_features)
 
     def hard_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -287,13 +280,29 @@ class FFF(nn.Module):
             return self.node_weights.detach(), self.node_biases.detach()
         return self.node_weights, self.node_biases
 
-    def _record_entropy(self, level_probabilities: list[torch.Tensor]) -> None:
-        """Store node_entropy and aux_loss from the per-level right probabilities (B, 2**m)."""
-        if not level_probabilities:
+    def _soft_routing(self, x2d: torch.Tensor) -> torch.Tensor:
+        """Leaf mixture weights (B, L) in the routing dtype; records aux_loss and node_entropy.
+
+        Region leak applies only in training mode.
+        """
+        if self.depth == 0:
+            self._record_entropy(None)
+            return x2d.new_ones((x2d.shape[0], 1), dtype=routing_dtype(x2d.dtype))
+        node_weights, node_biases = self._node_parameters()
+        logits = nn.functional.linear(x2d, node_weights, node_biases.view(-1))  # (B, N)
+        logits = logits.to(routing_dtype(logits.dtype))
+        self._record_entropy(logits)
+        if self.training and self.region_leak > 0.0:
+            logits = region_leak_logits(logits, self.region_leak)
+        return leaf_mixture(logits, self.depth)
+
+    def _record_entropy(self, logits: torch.Tensor | None) -> None:
+        """Store node_entropy and aux_loss from the node logits (B, N); None at depth 0."""
+        if logits is None:
             self._node_entropy = torch.zeros(0, device=self.w1s.device)
             self._aux_loss = None
             return
-        entropies = bernoulli_entropy(torch.cat(level_probabilities, dim=1))  # (B, N)
+        entropies = node_entropy_from_logits(logits)  # (B, N)
         self._node_entropy = entropies.detach().mean(dim=0)
         term = entropies.mean() if self.hardening_reduction == "mean" else entropies.sum()
         self._aux_loss = self.hardening * term
