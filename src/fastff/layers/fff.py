@@ -126,7 +126,10 @@ class FFF(nn.Module):
         n, d, l, o = self.n_nodes, self.in_features, self.leaf_width, self.out_features
         self.node_weights = _uniform_parameter((n, d), in_bound)
         self.node_biases = _uniform_parameter((n, 1), in_bound)
-        self.w1s = _uniform_parameter((self.n_leaves, d, l), in_bound)
+        # Shape (L, D, l) as the reference, stored neuron-major ((L, l, D) in memory): the soft
+        # path then multiplies by a (L*l, D) view with no copy, and the fused kernel reads each
+        # leaf neuron's weights contiguously.
+        self.w1s = _uniform_parameter((self.n_leaves, d, l), in_bound, neuron_major=True)
         self.b1s = _uniform_parameter((self.n_leaves, l), in_bound)
         self.w2s = _uniform_parameter((self.n_leaves, l, o), leaf_bound)
         self.b2s = _uniform_parameter((self.n_leaves, o), leaf_bound)
@@ -210,8 +213,8 @@ class FFF(nn.Module):
         n_inputs, n_leaves = x2d.shape[0], self.n_leaves
         mixture = self._soft_routing(x2d).to(x2d.dtype)  # (B, L)
 
-        # Row j*l + k is leaf j's hidden unit k: one product for all leaves, and both this copy
-        # and its gradient's transpose stay inside each leaf's (D, l) block.
+        # Row j*l + k is leaf j's hidden unit k: one product for all leaves. With w1s stored
+        # neuron-major (see __init__) this is a view; otherwise reshape copies.
         first = self.w1s.transpose(1, 2).reshape(self.training_width, self.in_features)
         hidden = nn.functional.linear(x2d, first, self.b1s.reshape(-1))  # (B, L*l)
         hidden = hidden.view(n_inputs, n_leaves, self.leaf_width)
@@ -391,5 +394,12 @@ def _check_hardening(value: object) -> float:
     return float(value)
 
 
-def _uniform_parameter(shape: tuple[int, ...], bound: float) -> nn.Parameter:
-    return nn.Parameter(torch.empty(shape, dtype=torch.float).uniform_(-bound, bound))
+def _uniform_parameter(
+    shape: tuple[int, ...], bound: float, neuron_major: bool = False
+) -> nn.Parameter:
+    """U(-bound, bound) weights drawn in the reference's order; ``neuron_major`` keeps a 3-d
+    (L, D, l) tensor in (L, l, D) memory order (same values, transposed strides)."""
+    values = torch.empty(shape, dtype=torch.float).uniform_(-bound, bound)
+    if neuron_major:
+        values = values.transpose(1, 2).contiguous().transpose(1, 2)
+    return nn.Parameter(values)

@@ -309,7 +309,7 @@ def fused_hard_forward(layer: nn.Module, x2d: torch.Tensor) -> torch.Tensor:
         x2d.contiguous(),
         layer.node_weights.contiguous(),
         layer.node_biases.contiguous(),
-        layer.w1s.contiguous(),
+        _w1s_for_kernel(layer.w1s),
         layer.b1s.contiguous(),
         layer.w2s.contiguous(),
         layer.b2s.contiguous(),
@@ -317,6 +317,13 @@ def fused_hard_forward(layer: nn.Module, x2d: torch.Tensor) -> torch.Tensor:
         code,
         parameter,
     )
+
+
+def _w1s_for_kernel(w1s: torch.Tensor) -> torch.Tensor:
+    """w1s (L, D, l) as stored if the kernel reads that layout, else a contiguous copy."""
+    if w1s.is_contiguous() or w1s.transpose(1, 2).is_contiguous():
+        return w1s
+    return w1s.contiguous()
 
 
 def grouped_hard_forward(layer: nn.Module, x2d: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,8 @@
 // at::parallel_for; nothing is gathered or copied, so temporary memory is O(leaf width) per thread.
 //
 // Shapes: x (B, D), node_weights (N, D), node_biases (N, 1), w1s (L, D, l), b1s (L, l),
-// w2s (L, l, O), b2s (L, O), with L = 2**depth and N = L - 1, all contiguous, float32 or float64.
+// w2s (L, l, O), b2s (L, O), with L = 2**depth and N = L - 1, float32 or float64, all contiguous
+// except that w1s may also be neuron-major (a transposed view of a contiguous (L, l, D) tensor).
 // Registered as torch.ops.fastff.fff_hard_forward(x, node_weights, node_biases, w1s, b1s, w2s,
 // b2s, depth, activation, activation_param) -> (B, O), and torch.ops.fastff.fff_route(x,
 // node_weights, node_biases, depth) -> (B,) int64 leaf indices.
@@ -251,6 +252,40 @@ inline void leaf_hidden_fixed(const T* x, const T* w1, const T* b1, int64_t d, T
   }
 }
 
+// hidden = x @ w1 + b1 with w1 stored neuron-major, (l, D) contiguous: four neurons at a time
+// share each load of x, each with its own accumulator chain.
+template <typename T>
+inline void leaf_hidden_neuron_major(const T* x, const T* w1t, const T* b1, int64_t d, int64_t l,
+                                     T* hidden) {
+  using V = typename Simd<T>::vec;
+  constexpr int64_t W = Simd<T>::width;
+  int64_t k = 0;
+  for (; k + 4 <= l; k += 4) {
+    const T* w = w1t + k * d;
+    V a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    int64_t i = 0;
+    for (; i + W <= d; i += W) {
+      const V xv = load(x + i);
+      a0 += xv * load(w + i);
+      a1 += xv * load(w + d + i);
+      a2 += xv * load(w + 2 * d + i);
+      a3 += xv * load(w + 3 * d + i);
+    }
+    T s0 = sum_lanes<T>(a0), s1 = sum_lanes<T>(a1), s2 = sum_lanes<T>(a2), s3 = sum_lanes<T>(a3);
+    for (; i < d; ++i) {
+      s0 += x[i] * w[i];
+      s1 += x[i] * w[d + i];
+      s2 += x[i] * w[2 * d + i];
+      s3 += x[i] * w[3 * d + i];
+    }
+    hidden[k] = s0 + b1[k];
+    hidden[k + 1] = s1 + b1[k + 1];
+    hidden[k + 2] = s2 + b1[k + 2];
+    hidden[k + 3] = s3 + b1[k + 3];
+  }
+  for (; k < l; ++k) hidden[k] = dot(x, w1t + k * d, d) + b1[k];
+}
+
 template <typename T>
 inline void leaf_hidden(const T* x, const T* w1, const T* b1, int64_t d, int64_t l, T* hidden) {
   switch (l) {
@@ -335,9 +370,14 @@ at::Tensor fff_hard_forward(const at::Tensor& x, const at::Tensor& node_w,
   check_inputs(x, node_w, node_b, depth);
   const int64_t batch = x.size(0), d = x.size(1);
   const int64_t n_leaves = int64_t(1) << depth;
-  TORCH_CHECK(w1s.dim() == 3 && w1s.is_contiguous() && w1s.size(0) == n_leaves &&
-                  w1s.size(1) == d,
-              "fff_hard_forward: w1s must be contiguous (2**depth, D, l)");
+  // w1s is (2**depth, D, l), stored either row-major or neuron-major (a transposed view of a
+  // contiguous (2**depth, l, D) tensor, the layout fastff.layers.FFF keeps it in).
+  TORCH_CHECK(w1s.dim() == 3 && w1s.size(0) == n_leaves && w1s.size(1) == d,
+              "fff_hard_forward: w1s must have shape (2**depth, D, l)");
+  const bool neuron_major = !w1s.is_contiguous() && w1s.transpose(1, 2).is_contiguous();
+  TORCH_CHECK(w1s.is_contiguous() || neuron_major,
+              "fff_hard_forward: w1s must be contiguous (2**depth, D, l) or a transposed view of "
+              "a contiguous (2**depth, l, D) tensor");
   const int64_t l = w1s.size(2);
   TORCH_CHECK(b1s.is_contiguous() && b1s.numel() == n_leaves * l,
               "fff_hard_forward: b1s must be contiguous (2**depth, l)");
@@ -380,7 +420,12 @@ at::Tensor fff_hard_forward(const at::Tensor& x, const at::Tensor& node_w,
         }
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t leaf = leaves[r];
-          leaf_hidden(xp + (b0 + r) * d, w1 + leaf * d * l, b1 + leaf * l, d, l, hidden.data());
+          const scalar_t* xr = xp + (b0 + r) * d;
+          if (neuron_major) {
+            leaf_hidden_neuron_major(xr, w1 + leaf * d * l, b1 + leaf * l, d, l, hidden.data());
+          } else {
+            leaf_hidden(xr, w1 + leaf * d * l, b1 + leaf * l, d, l, hidden.data());
+          }
           for (int64_t j = 0; j < l; ++j) hidden[j] = activate(hidden[j], activation, param);
           leaf_output(hidden.data(), w2 + leaf * l * o, b2 + leaf * o, l, o, yp + (b0 + r) * o);
         }
