@@ -19,10 +19,10 @@ from fastff.hydra_app import config_dir, exit_on_user_error
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="bench")
 def main(cfg: DictConfig) -> None:
     """Console script ``fastff-bench``: run the configured mode in this run's output dir."""
-    from fastff.benchmark.runner import run
+    from fastff.benchmark.runner import run, validate
 
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    exit_on_user_error(lambda: run(cfg, output_dir), (ValueError,))
+    exit_on_user_error(lambda: validate(cfg), (ValueError,))
+    run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":
