@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ def _check_number(
     return float(value)
 
 
-class ClassificationDataModule(LightningDataModule):
+class ClassificationDataModule(LightningDataModule, abc.ABC):
     """Image classification data: official train set split 9:1 into train/validation, plus test.
 
     Batches are (images float32 (B, C, H, W), labels int64 (B,)). Subclasses set ``name``,
@@ -153,9 +154,9 @@ class ClassificationDataModule(LightningDataModule):
 
     # -- what a subclass provides -----------------------------------------------------------
 
+    @abc.abstractmethod
     def load_official(self) -> OfficialSplits:
         """Read the dataset's official train and test sets (no splitting, no normalising)."""
-        raise NotImplementedError
 
     def source_description(self) -> str:
         """Where the data comes from, for error messages (a folder or a bundled file)."""

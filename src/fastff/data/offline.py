@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+
 import torch
 
 from fastff.data.base import ClassificationDataModule, OfficialSplits
@@ -17,9 +19,9 @@ class OfflineDataModule(ClassificationDataModule):
     ``load_all``.
     """
 
+    @abc.abstractmethod
     def load_all(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         """All images (N, C, H, W) raw, labels (N,) int64, and the raw value that maps to 1.0."""
-        raise NotImplementedError
 
     def load_official(self) -> OfficialSplits:
         images, labels, pixel_max = self.load_all()
