@@ -113,9 +113,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "wall_time_s": None,
         "status": "failed",
     }
-    if cfg.layer.name == "moe":
-        results.update({k: getattr(model.layer, k, None) for k in ("num_experts", "k")})
-        results["expert_width"] = cfg.layer.expert_width
     metrics_path = output_dir / "metrics.json"
     try:
         trainer.fit(module, datamodule=ProtocolDataModule(data), ckpt_path=cfg.get("ckpt_path"))

@@ -155,7 +155,8 @@ def build_layer(cfg: Mapping[str, Any], in_features: int, out_features: int) -> 
 
 
 def layer_sizes(cfg: Mapping[str, Any]) -> dict[str, int | None]:
-    """The paper's size columns of a layer config (keys that do not apply are None)."""
+    """The paper's size columns of a layer config (keys that do not apply are None); an MoE
+    also gives num_experts, expert_width and k."""
     name = _check_keys(cfg)
     if name == "fff":
         depth = fff_depth(cfg)
@@ -188,4 +189,7 @@ def layer_sizes(cfg: Mapping[str, Any]) -> dict[str, int | None]:
         "training_width": experts * ew,
         "inference_width": k * ew,
         "inference_size": k * ew + experts,
+        "num_experts": experts,
+        "expert_width": ew,
+        "k": k,
     }
