@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval bench data test test-fast lint format clean
+.PHONY: help install train eval bench data test test-fast gpu-check lint format clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,11 @@ test: $(STAMP)  ## run the whole test suite
 
 test-fast: $(STAMP)  ## run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+gpu-check: $(STAMP)  ## on a CUDA machine: GPU tests, then a short GPU speed run
+	$(BIN)/python -m pytest -m gpu -rs $(ARGS)
+	$(BIN)/python -m fastff.bench device=cuda mode=paper_fig3 modes.paper_fig3.max_depth=11 \
+		'modes.paper_fig3.batch_sizes=[1,256]' 'implementations=[ff,fff,moe]' wandb.mode=disabled
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check src tests

@@ -1,0 +1,63 @@
+"""CUDA checks (skipped without a GPU): layer dtypes against float64 CPU results, GPU training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastff.layers import FF, FFF, MoE
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCE))
+def test_fff_on_cuda_matches_cpu_float64(dtype):
+    torch.manual_seed(0)
+    layer = FFF(32, 6, leaf_width=8, depth=4, hardening=1.0)
+    x = torch.randn(3, 40, 32)
+    expected_soft = layer.double().train().soft_forward(x.double())
+    layer.eval()
+    gpu = FFF(32, 6, leaf_width=8, depth=4, hardening=1.0)
+    gpu.load_state_dict(layer.float().state_dict())
+    gpu = gpu.to("cuda", dtype)
+    soft = gpu.soft_forward(x.to("cuda", dtype)).double().cpu()
+    tol = TOLERANCE[dtype]
+    torch.testing.assert_close(soft, expected_soft, atol=tol * 10, rtol=tol * 10)
+    # Hard routing may differ from float64 only where a node logit is within rounding of 0.
+    leaves = gpu.leaf_indices(x.to("cuda", dtype)).cpu()
+    agree = (leaves == layer.double().leaf_indices(x.double())).float().mean()
+    assert agree > 0.95
+    assert gpu.eval()(x.to("cuda", dtype)).shape == (3, 40, 6)
+
+
+@pytest.mark.parametrize("layer_cls", [FF, MoE])
+def test_baselines_run_on_cuda_in_bfloat16(layer_cls):
+    args = (32, 6, 64) if layer_cls is FF else (32, 6, 8, 16)
+    layer = layer_cls(*args).to("cuda", torch.bfloat16)
+    x = torch.randn(50, 32, device="cuda", dtype=torch.bfloat16)
+    y = layer.train()(x)
+    (y.float().sum() + layer.aux_loss.float()).backward()
+    assert torch.isfinite(y.float()).all()
+    assert layer.eval()(x).shape == (50, 6)
+
+
+def test_training_on_gpu_with_bf16_mixed(tmp_path):
+    from pipeline_utils import compose_config
+
+    from fastff.train import train
+
+    cfg = compose_config(
+        "train",
+        [
+            "trainer=gpu",
+            "trainer.fast_dev_run=true",
+            "logger=none",
+            "callbacks.rich_progress_bar=null",
+        ],
+        tmp_path / "run",
+    )
+    assert train(cfg)["status"] == "finished"
