@@ -6,7 +6,6 @@ The config speaks in the paper's sizes: ``width`` is the training width; an FFF 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,14 +70,14 @@ def fff_depth(cfg: Mapping[str, Any]) -> int:
             )
         return depth
     width = _positive_int(cfg, "width")
-    ratio = width / leaf_width
-    if ratio < 1 or not ratio.is_integer() or not math.log2(ratio).is_integer():
+    try:
+        return FFF.depth_for(width, leaf_width)
+    except ValueError:
         raise LayerConfigError(
             f"layer.width={width} must be layer.leaf_width={leaf_width} times a power of two "
             f"(width = leaf_width * 2**depth), e.g. {leaf_width}, {2 * leaf_width}, "
             f"{4 * leaf_width}, ..."
-        )
-    return int(math.log2(ratio))
+        ) from None
 
 
 def moe_num_experts(cfg: Mapping[str, Any]) -> int:
