@@ -154,20 +154,8 @@ def paper_fig3(cfg: Mapping[str, Any], wanted: list[str]) -> list[Case]:
     cases = []
     for batch in cfg["batch_sizes"]:
         for depth in range(cfg["min_depth"], cfg["max_depth"] + 1):
-            width = leaf * 2**depth
-            implementations = _implementations(
-                wanted,
-                d=d,
-                o=o,
-                leaf=leaf,
-                depth=depth,
-                batch=batch,
-                training=False,
-                ff_width=width,
-                moe=(2**depth, leaf, cfg["moe_k"]),
-            )
             cases.append(
-                _case("paper_fig3", "inference", d, o, leaf, depth, batch, implementations)
+                _inference_case("paper_fig3", wanted, d, o, leaf, depth, batch, cfg["moe_k"])
             )
     return cases
 
@@ -184,20 +172,7 @@ def table1(cfg: Mapping[str, Any], wanted: list[str]) -> list[Case]:
                 if width < leaf:
                     continue
                 depth = FFF.depth_for(width, leaf)
-                implementations = _implementations(
-                    wanted,
-                    d=d,
-                    o=o,
-                    leaf=leaf,
-                    depth=depth,
-                    batch=batch,
-                    training=False,
-                    ff_width=width,
-                    moe=(2**depth, leaf, 1),
-                )
-                cases.append(
-                    _case("table1", "inference", d, o, leaf, depth, batch, implementations)
-                )
+                cases.append(_inference_case("table1", wanted, d, o, leaf, depth, batch, 1))
     return cases
 
 
@@ -228,6 +203,25 @@ def train(cfg: Mapping[str, Any], wanted: list[str]) -> list[Case]:
             }
             cases.append(case)
     return cases
+
+
+def _inference_case(
+    mode: str, wanted: list[str], d: int, o: int, leaf: int, depth: int, batch: int, moe_k: int
+) -> Case:
+    """Eval-mode case: FFF (leaf, depth) vs FF of width leaf * 2**depth and MoE with 2**depth
+    experts of width leaf, top-``moe_k``."""
+    implementations = _implementations(
+        wanted,
+        d=d,
+        o=o,
+        leaf=leaf,
+        depth=depth,
+        batch=batch,
+        training=False,
+        ff_width=leaf * 2**depth,
+        moe=(2**depth, leaf, moe_k),
+    )
+    return _case(mode, "inference", d, o, leaf, depth, batch, implementations)
 
 
 def _case(
