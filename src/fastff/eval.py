@@ -18,7 +18,7 @@ from fastff.data.errors import DatasetError
 from fastff.hydra_app import config_dir, exit_on_user_error, instantiate_or_config_error
 from fastff.training.checkpoint import load_model, read_checkpoint, run_config
 from fastff.training.module import ClassifierModule
-from fastff.training.results import provenance, write_json_atomic
+from fastff.training.results import percent, provenance, write_json_atomic
 from fastff.training.summary import print_summary
 
 log = logging.getLogger("fastff.eval")
@@ -51,10 +51,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "dataset": data.name,
         "layer": run["layer"]["name"],
-        "test_acc": round(100 * tested["test/acc"], 4),
-        "test_acc_soft": round(100 * tested["test/acc_soft"], 4)
-        if "test/acc_soft" in tested
-        else None,
+        "test_acc": percent(tested["test/acc"]),
+        "test_acc_soft": percent(tested.get("test/acc_soft")),
         "provenance": provenance(),
     }
     write_json_atomic(Path(cfg.paths.output_dir) / "eval.json", results)

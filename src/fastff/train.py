@@ -7,7 +7,6 @@ python -m fastff.train experiment=table1 data=mnist layer=fff layer.leaf_width=8
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -27,23 +26,19 @@ from fastff.training.builders import build_callbacks, build_loggers, build_model
 from fastff.training.data import ProtocolDataModule
 from fastff.training.module import ClassifierModule
 from fastff.training.protocol import ProtocolTracker
-from fastff.training.results import RESULT_KEYS, provenance, write_json_atomic
+from fastff.training.results import RESULT_KEYS, percent, provenance, write_json_atomic
 from fastff.training.summary import print_summary
 
 log = logging.getLogger("fastff.train")
 
 
-def _percent(x: float | None) -> float | None:
-    return None if x is None or math.isnan(x) else round(100.0 * x, 4)
-
-
 def _protocol_results(tracker: ProtocolTracker) -> dict[str, Any]:
     """M_A, ETT_M, ETT_G and the per-epoch history so far (G_A comes from the test)."""
     return {
-        "M_A": _percent(tracker.memorization_accuracy),
+        "M_A": percent(tracker.memorization_accuracy),
         "ETT_M": tracker.ett_m,
         "ETT_G": tracker.ett_g,
-        "best_val_acc": _percent(tracker.best_val) if tracker.ett_g else None,
+        "best_val_acc": percent(tracker.best_val) if tracker.ett_g else None,
         "epochs": len(tracker.history),
         "history": tracker.history,
     }
@@ -120,8 +115,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
             results["checkpoint"] = best
             tested = trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)[0]
-            results["G_A"] = _percent(tested.get("test/acc"))
-            results["test_acc_soft"] = _percent(tested.get("test/acc_soft"))
+            results["G_A"] = percent(tested.get("test/acc"))
+            results["test_acc_soft"] = percent(tested.get("test/acc_soft"))
         results["status"] = "interrupted" if trainer.interrupted else "finished"
     except BaseException as err:
         # Lightning turns Ctrl+C into a graceful shutdown followed by SystemExit.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -44,6 +45,12 @@ PACKAGES = (
     "timm",
     "numpy",
 )
+
+
+def percent(fraction: float | None) -> float | None:
+    """An accuracy fraction as percent rounded to 4 decimals, as the paper reports; None or NaN
+    gives None."""
+    return None if fraction is None or math.isnan(fraction) else round(100.0 * fraction, 4)
 
 
 def git_info(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
