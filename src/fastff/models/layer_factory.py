@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from fastff.layers import FF, FFF, MoE
+from fastff.layers._validation import check_int
 
 LAYER_NAMES = ("fff", "ff", "moe")
 
@@ -49,10 +50,10 @@ class LayerConfigError(ValueError):
 
 
 def _positive_int(cfg: Mapping[str, Any], key: str) -> int:
-    value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise LayerConfigError(f"layer.{key} must be an integer >= 1, got {value!r}")
-    return value
+    try:
+        return check_int(f"layer.{key}", cfg.get(key), 1)
+    except ValueError as err:
+        raise LayerConfigError(str(err)) from None
 
 
 def fff_depth(cfg: Mapping[str, Any]) -> int:
