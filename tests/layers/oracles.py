@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from fastff.layers import FFF
+from fastff.layers import FFF, MoE
 
 
 @torch.no_grad()
@@ -63,7 +63,9 @@ def fff_soft_oracle(fff: FFF, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
             torch.sigmoid(fff.node_weights[k] @ sample + fff.node_biases[k, 0])
             for k in range(fff.n_nodes)
         ]
-        entropy_rows.append(torch.stack([_entropy(p) for p in right]) if right else sample[:0])
+        entropy_rows.append(
+            torch.stack([bernoulli_entropy(p) for p in right]) if right else sample[:0]
+        )
         output = torch.zeros(fff.out_features, dtype=sample.dtype)
         for leaf in range(fff.n_leaves):
             weight, node = torch.ones((), dtype=sample.dtype), 0
@@ -76,6 +78,37 @@ def fff_soft_oracle(fff: FFF, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return torch.stack(rows).view(*x.shape[:-1], fff.out_features), torch.stack(entropy_rows)
 
 
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    p, q = p.clamp(1e-6, 1 - 1e-6), (1 - p).clamp(1e-6, 1 - 1e-6)
+def bernoulli_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Natural-log Bernoulli(p) entropy, elementwise, p and 1 - p clamped to [1e-6, 1 - 1e-6].
+
+    Differentiable; computed in at least float32 so bfloat16/float16 probabilities give usable
+    values. Shape (...) -> (...).
+    """
+    p = p.to(torch.promote_types(p.dtype, torch.float32))
+    q = (1 - p).clamp(1e-6, 1 - 1e-6)
+    p = p.clamp(1e-6, 1 - 1e-6)
     return -p * torch.log(p) - q * torch.log(q)
+
+
+# ------------------------------------------------------------------------------------------ MoE
+def dense_gates(indices: torch.Tensor, gates: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """(N, E) gates: ``gates`` at ``indices`` (both (N, k)), zeros elsewhere (differentiable)."""
+    return gates.new_zeros(gates.shape[0], num_experts).scatter(1, indices, gates)
+
+
+@torch.no_grad()
+def moe_gates_oracle(moe: MoE, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """G(x) computed from the layer's weights alone, (..., D) -> (..., E), float32.
+
+    H = x @ w_gate (+ noise * (softplus(x @ w_noise) + 1e-6) when ``noise`` (..., E) standard
+    normal draws are given); keep the k largest H per input, softmax over them, zeros elsewhere.
+    Uses none of the layer's routing code.
+    """
+    flat = x.reshape(-1, moe.in_features).float()
+    logits = flat @ moe.w_gate.float()
+    if noise is not None:
+        scale = torch.nn.functional.softplus(flat @ moe.w_noise.float()) + 1e-6
+        logits = logits + noise.reshape(logits.shape).float() * scale
+    values, indices = logits.topk(moe.k, dim=-1)
+    gates = dense_gates(indices, torch.softmax(values, dim=-1), moe.num_experts)
+    return gates.reshape(*x.shape[:-1], moe.num_experts)

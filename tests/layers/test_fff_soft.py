@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from oracles import bernoulli_entropy
 
-from fastff.layers.fff import bernoulli_entropy
 from fastff.layers.fff_soft import leaf_mixture, node_entropy_from_logits, region_leak_logits
 
 

@@ -16,7 +16,7 @@ from fastff.data.errors import DatasetError
 from fastff.data.splits import train_val_split
 from fastff.data.tensor_dataset import ImageTensorDataset, collate_batch
 from fastff.data.transforms import NORMALIZATIONS, make_augmentation, normalization_stats
-from fastff.layers._validation import check_int
+from fastff.layers.validation import check_int
 
 
 @dataclass(frozen=True)

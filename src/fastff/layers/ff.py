@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastff.layers._validation import check_input, check_int, check_probability
-from fastff.layers.activations import make_activation
+from fastff.layers.activations import ActivationSpec, make_activation
+from fastff.layers.validation import check_input, check_int, check_probability
 
 
 class FF(nn.Module):
@@ -19,8 +19,12 @@ class FF(nn.Module):
         in_features: D, size of the last input dimension.
         out_features: O, size of the last output dimension.
         hidden_width: number of hidden neurons.
-        activation: a name from ``fastff.layers.activations.ACTIVATIONS`` or a module.
+        activation: a name from ``fastff.layers.activations.ACTIVATIONS``, a module instance or
+            a module class such as ``nn.GELU`` (see ``make_activation``).
         dropout: probability of dropping hidden activations, training only.
+        device: where the parameters are created (as ``nn.Linear``; ``"meta"`` allocates
+            nothing, for reading sizes).
+        dtype: dtype the parameters are created in (default: torch's default dtype).
 
     Shapes:
         input (..., D) -> output (..., O).
@@ -31,18 +35,21 @@ class FF(nn.Module):
         in_features: int,
         out_features: int,
         hidden_width: int,
-        activation: str | nn.Module = "relu",
+        activation: ActivationSpec = "relu",
         dropout: float = 0.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.in_features = check_int("in_features", in_features, 1)
         self.out_features = check_int("out_features", out_features, 1)
         self.hidden_width = check_int("hidden_width", hidden_width, 1)
         self.dropout = check_probability("dropout", dropout)
-        self.fc1 = nn.Linear(in_features, hidden_width)
+        factory = {"device": device, "dtype": dtype}
+        self.fc1 = nn.Linear(in_features, hidden_width, **factory)
         self.activation = make_activation(activation)
         self.drop = nn.Dropout(self.dropout)
-        self.fc2 = nn.Linear(hidden_width, out_features)
+        self.fc2 = nn.Linear(hidden_width, out_features, **factory)
 
     @property
     def training_width(self) -> int:

@@ -16,14 +16,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastff.layers._validation import check_input, check_int, check_probability
-from fastff.layers.activations import make_activation
+from fastff.layers.activations import ActivationSpec, make_activation
 from fastff.layers.fff_soft import (
-    ENTROPY_EPSILON,
     leaf_mixture,
     node_entropy_from_logits,
     region_leak_logits,
     routing_dtype,
+)
+from fastff.layers.validation import (
+    check_bool,
+    check_choice,
+    check_input,
+    check_int,
+    check_probability,
 )
 
 HARD_GATHER_BUDGET_BYTES = 64 * 2**20
@@ -32,17 +37,6 @@ HARD_GATHER_BUDGET_BYTES = 64 * 2**20
 HARDENING_REDUCTIONS = ("mean", "sum")
 PARAMETER_NAMES = ("node_weights", "node_biases", "w1s", "b1s", "w2s", "b2s")
 REFERENCE_IGNORED_KEYS = ("node_usage", "leaf_usage")
-
-
-def bernoulli_entropy(p: torch.Tensor) -> torch.Tensor:
-    """Natural-log Bernoulli(p) entropy, elementwise, p and 1 - p clamped to [1e-6, 1 - 1e-6].
-
-    Computed in at least float32 so that bfloat16/float16 probabilities give usable values.
-    """
-    p = p.to(torch.promote_types(p.dtype, torch.float32))
-    q = (1 - p).clamp(ENTROPY_EPSILON, 1 - ENTROPY_EPSILON)
-    p = p.clamp(ENTROPY_EPSILON, 1 - ENTROPY_EPSILON)
-    return -p * torch.log(p) - q * torch.log(q)
 
 
 class FFF(nn.Module):
@@ -68,8 +62,8 @@ class FFF(nn.Module):
         out_features: O, size of the last output dimension.
         leaf_width: l >= 1, hidden width of every leaf.
         depth: d >= 0; the tree has 2**d leaves and 2**d - 1 nodes (depth 0 is one plain FF leaf).
-        activation: leaf activation, a name from ``fastff.layers.activations.ACTIVATIONS`` or a
-            module.
+        activation: leaf activation, a name from ``fastff.layers.activations.ACTIVATIONS``, a
+            module instance or a module class such as ``nn.GELU`` (see ``make_activation``).
         dropout: probability of dropping leaf hidden activations, training only.
         region_leak: probability of a randomized child transposition: independently per input
             and per node, the soft decision <1 - c, c> is swapped to <c, 1 - c>. Training only.
@@ -80,6 +74,11 @@ class FFF(nn.Module):
             entropy is still computed for :attr:`node_entropy`; with ``hardening > 0`` the
             entropy term then has no trainable parameter in this layer, but its gradient still
             reaches layers before it through the input.
+        device: where the parameters are created (as ``nn.Linear``; ``"meta"`` allocates
+            nothing, for reading sizes).
+        dtype: dtype the parameters are created in (default: torch's default dtype). The weights
+            are drawn in that dtype on that device, so only CPU float32 reproduces the
+            reference's draws for a given seed.
 
     Shapes:
         input (..., D) -> output (..., O); every leading dimension is a batch dimension.
@@ -91,12 +90,14 @@ class FFF(nn.Module):
         out_features: int,
         leaf_width: int,
         depth: int,
-        activation: str | nn.Module = "relu",
+        activation: ActivationSpec = "relu",
         dropout: float = 0.0,
         region_leak: float = 0.0,
         hardening: float = 0.0,
         hardening_reduction: str = "mean",
         frozen_tree: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.in_features = check_int("in_features", in_features, 1)
@@ -106,15 +107,10 @@ class FFF(nn.Module):
         self.dropout = check_probability("dropout", dropout)
         self.region_leak = check_probability("region_leak", region_leak)
         self.hardening = _check_hardening(hardening)
-        if hardening_reduction not in HARDENING_REDUCTIONS:
-            raise ValueError(
-                f"hardening_reduction must be one of {list(HARDENING_REDUCTIONS)}, "
-                f"got {hardening_reduction!r}"
-            )
-        self.hardening_reduction = hardening_reduction
-        if not isinstance(frozen_tree, bool):
-            raise ValueError(f"frozen_tree must be a bool, got {frozen_tree!r}")
-        self.frozen_tree = frozen_tree
+        self.hardening_reduction = check_choice(
+            "hardening_reduction", hardening_reduction, HARDENING_REDUCTIONS
+        )
+        self.frozen_tree = check_bool("frozen_tree", frozen_tree)
         self.activation = make_activation(activation)
         self.leaf_dropout = nn.Dropout(self.dropout)
 
@@ -124,15 +120,16 @@ class FFF(nn.Module):
         in_bound = 1.0 / math.sqrt(self.in_features)
         leaf_bound = 1.0 / math.sqrt(self.leaf_width)
         n, d, l, o = self.n_nodes, self.in_features, self.leaf_width, self.out_features
-        self.node_weights = _uniform_parameter((n, d), in_bound)
-        self.node_biases = _uniform_parameter((n, 1), in_bound)
+        factory = {"device": device, "dtype": dtype}
+        self.node_weights = _uniform_parameter((n, d), in_bound, **factory)
+        self.node_biases = _uniform_parameter((n, 1), in_bound, **factory)
         # Shape (L, D, l) as the reference, stored neuron-major ((L, l, D) in memory): the soft
         # path then multiplies by a (L*l, D) view with no copy, and the fused kernel reads each
         # leaf neuron's weights contiguously.
-        self.w1s = _uniform_parameter((self.n_leaves, d, l), in_bound, neuron_major=True)
-        self.b1s = _uniform_parameter((self.n_leaves, l), in_bound)
-        self.w2s = _uniform_parameter((self.n_leaves, l, o), leaf_bound)
-        self.b2s = _uniform_parameter((self.n_leaves, o), leaf_bound)
+        self.w1s = _uniform_parameter((self.n_leaves, d, l), in_bound, True, **factory)
+        self.b1s = _uniform_parameter((self.n_leaves, l), in_bound, **factory)
+        self.w2s = _uniform_parameter((self.n_leaves, l, o), leaf_bound, **factory)
+        self.b2s = _uniform_parameter((self.n_leaves, o), leaf_bound, **factory)
         if frozen_tree:
             self.node_weights.requires_grad_(False)
             self.node_biases.requires_grad_(False)
@@ -395,11 +392,19 @@ def _check_hardening(value: object) -> float:
 
 
 def _uniform_parameter(
-    shape: tuple[int, ...], bound: float, neuron_major: bool = False
+    shape: tuple[int, ...],
+    bound: float,
+    neuron_major: bool = False,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> nn.Parameter:
     """U(-bound, bound) weights drawn in the reference's order; ``neuron_major`` keeps a 3-d
-    (L, D, l) tensor in (L, l, D) memory order (same values, transposed strides)."""
-    values = torch.empty(shape, dtype=torch.float).uniform_(-bound, bound)
+    (L, D, l) tensor in (L, l, D) memory order (same values, transposed strides).
+
+    Created directly on ``device`` in ``dtype`` (torch's defaults for None: the reference draws
+    CPU float32, which is what equal seeds reproduce).
+    """
+    values = torch.empty(shape, device=device, dtype=dtype).uniform_(-bound, bound)
     if neuron_major:
         values = values.transpose(1, 2).contiguous().transpose(1, 2)
     return nn.Parameter(values)

@@ -76,8 +76,9 @@ def node_entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Bernoulli(sigmoid(z)) entropy per element (natural log), p clamped to [eps, 1 - eps].
 
     With zc = clamp(z, -bound, bound): H = -p log p - (1 - p) log(1 - p) = softplus(-zc) +
-    zc * sigmoid(-zc). Equals ``fff.bernoulli_entropy(sigmoid(z))``, gradient included
-    (zero where the clamp is active); invariant under z -> -z, so region leak does not change it.
+    zc * sigmoid(-zc). Equals the clamped entropy computed from p = sigmoid(z) directly (the
+    tests check this against ``oracles.bernoulli_entropy``), gradient included (zero where the
+    clamp is active); invariant under z -> -z, so region leak does not change it.
     """
     clamped = logits.clamp(-ENTROPY_LOGIT_BOUND, ENTROPY_LOGIT_BOUND).neg()
     return torch.nn.functional.softplus(clamped) - clamped * torch.sigmoid(clamped)

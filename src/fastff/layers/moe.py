@@ -9,14 +9,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fastff.layers._validation import check_input, check_int, check_probability
-from fastff.layers.activations import make_activation
+from fastff.layers.activations import ActivationSpec, make_activation
 from fastff.layers.moe_gating import (
     NOISE_STD_EPS,
     TopK,
     cv_squared,
     keep_top_k,
     prob_in_top_k,
+)
+from fastff.layers.validation import (
+    check_bool,
+    check_input,
+    check_int,
+    check_nonnegative_number,
+    check_probability,
 )
 
 # Dispatch groups experts whose pair counts are within this factor of the group's busiest expert
@@ -69,11 +75,16 @@ class MoE(nn.Module):
         num_experts: E >= 1.
         expert_width: hidden neurons per expert.
         k: experts evaluated per input, 1 <= k <= E.
-        activation: a name from ``fastff.layers.activations.ACTIVATIONS`` or a module.
+        activation: a name from ``fastff.layers.activations.ACTIVATIONS``, a module instance or
+            a module class such as ``nn.GELU`` (see ``make_activation``).
         noisy_gating: add the trainable gating noise in training (and the load loss).
         w_importance: weight of the importance loss, >= 0.
         w_load: weight of the load loss, >= 0.
         dropout: probability of dropping expert hidden activations, training only.
+        device: where the parameters are created (as ``nn.Linear``; ``"meta"`` allocates
+            nothing, for reading sizes).
+        dtype: dtype the parameters are created in (default: torch's default dtype). Routing
+            and the balancing losses run in float32 whatever this dtype.
 
     Shapes:
         input (..., D) -> output (..., O).
@@ -90,11 +101,13 @@ class MoE(nn.Module):
         num_experts: int,
         expert_width: int,
         k: int = 2,
-        activation: str | nn.Module = "relu",
+        activation: ActivationSpec = "relu",
         noisy_gating: bool = True,
         w_importance: float = 0.1,
         w_load: float = 0.1,
         dropout: float = 0.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.in_features = check_int("in_features", in_features, 1)
@@ -105,22 +118,21 @@ class MoE(nn.Module):
         if k > num_experts:
             raise ValueError(f"k must be an integer in [1, num_experts={num_experts}], got {k!r}")
         self.k = k
-        if not isinstance(noisy_gating, bool):
-            raise ValueError(f"noisy_gating must be a bool, got {noisy_gating!r}")
-        self.noisy_gating = noisy_gating
-        self.w_importance = _check_loss_weight("w_importance", w_importance)
-        self.w_load = _check_loss_weight("w_load", w_load)
+        self.noisy_gating = check_bool("noisy_gating", noisy_gating)
+        self.w_importance = check_nonnegative_number("w_importance", w_importance)
+        self.w_load = check_nonnegative_number("w_load", w_load)
         self.dropout = check_probability("dropout", dropout)
         self.activation = make_activation(activation)
         self.expert_dropout = nn.Dropout(self.dropout)
 
         d, e, w, o = in_features, num_experts, expert_width, out_features
-        self.w_gate = nn.Parameter(torch.zeros(d, e))
-        self.w_noise = nn.Parameter(torch.zeros(d, e)) if noisy_gating else None
-        self.w1s = _uniform_parameter((e, d, w), fan_in=d)
-        self.b1s = _uniform_parameter((e, w), fan_in=d)
-        self.w2s = _uniform_parameter((e, w, o), fan_in=w)
-        self.b2s = _uniform_parameter((e, o), fan_in=w)
+        factory = {"device": device, "dtype": dtype}
+        self.w_gate = nn.Parameter(torch.zeros(d, e, **factory))
+        self.w_noise = nn.Parameter(torch.zeros(d, e, **factory)) if noisy_gating else None
+        self.w1s = _uniform_parameter((e, d, w), fan_in=d, **factory)
+        self.b1s = _uniform_parameter((e, w), fan_in=d, **factory)
+        self.w2s = _uniform_parameter((e, w, o), fan_in=w, **factory)
+        self.b2s = _uniform_parameter((e, o), fan_in=w, **factory)
 
         self._aux_loss: torch.Tensor | None = None
         self._importance_loss: torch.Tensor | None = None
@@ -324,17 +336,13 @@ def _chunk(group: torch.Tensor | slice, start: int, size: int) -> torch.Tensor |
     return group[start : start + size]
 
 
-def _check_loss_weight(name: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _uniform_parameter(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:
+def _uniform_parameter(
+    shape: tuple[int, ...],
+    fan_in: int,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> nn.Parameter:
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights of ``shape``, created on ``device`` in
+    ``dtype`` (torch's defaults for None)."""
     bound = 1.0 / math.sqrt(fan_in)
-    return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+    return nn.Parameter(torch.empty(shape, device=device, dtype=dtype).uniform_(-bound, bound))

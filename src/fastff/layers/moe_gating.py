@@ -50,12 +50,6 @@ def keep_top_k(logits: torch.Tensor, k: int) -> TopK:
     return TopK(values, indices[:, :k], torch.softmax(values[:, :k], dim=-1))
 
 
-def dense_gates(top: TopK, num_experts: int) -> torch.Tensor:
-    """(N, E) gates: ``top.gates`` at ``top.indices``, zeros elsewhere (differentiable)."""
-    zeros = top.gates.new_zeros(top.gates.shape[0], num_experts)
-    return zeros.scatter(1, top.indices, top.gates)
-
-
 def in_top_k_mask(top: TopK, num_experts: int) -> torch.Tensor:
     """(N, E) bool: True where the expert is among the row's k kept experts."""
     mask = torch.zeros(

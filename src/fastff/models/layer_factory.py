@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from fastff.layers import FF, FFF, MoE
-from fastff.layers._validation import check_int
+from fastff.layers.validation import check_int
 
 LAYER_NAMES = ("fff", "ff", "moe")
 
