@@ -53,12 +53,19 @@ def test_soft_hard_and_entropies_agree_with_reference(depth, leaf_width, shape):
     torch.testing.assert_close(hard[keep], expected_hard[keep], **TOLERANCE)
 
 
-def test_same_seed_draws_the_same_initial_weights():
+@pytest.mark.parametrize(
+    "factory", [{}, {"device": "cpu", "dtype": torch.float32}, {"device": torch.device("cpu")}]
+)
+def test_same_seed_draws_the_same_initial_weights(factory):
     reference = reference_fff(4, 3, seed=11)
+    after_reference = torch.rand(3)
     torch.manual_seed(11)
-    ours = FFF(IN, OUT, leaf_width=3, depth=4)
+    ours = FFF(IN, OUT, leaf_width=3, depth=4, **factory)
     for name, parameter in ours.named_parameters():
+        assert parameter.dtype == torch.float32 and parameter.device.type == "cpu"
         assert torch.equal(parameter, getattr(reference, name)), name
+    # both consume the same random numbers: the stream continues identically
+    assert torch.equal(torch.rand(3), after_reference)
 
 
 def test_training_mode_with_region_leak_and_dropout_matches_reference_draws():
