@@ -153,3 +153,10 @@ def test_bad_activation_raises_one_value_error_naming_it(name, activation):
     with pytest.raises(ValueError, match=r"activation .*nn\.Module subclass") as error:
         BUILDERS[name](activation=activation)
     assert "relu" in str(error.value)  # lists the allowed names
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, "float32", torch.complex64])
+@pytest.mark.parametrize("name", ["fff_depth3", "ff", "moe_noisy"])
+def test_non_floating_dtype_raises_value_error_naming_it(name, dtype):
+    with pytest.raises(ValueError, match=r"dtype must be None or a floating-point torch\.dtype"):
+        BUILDERS[name](dtype=dtype)

@@ -6,7 +6,12 @@ import torch
 from torch import nn
 
 from fastff.layers.activations import ActivationSpec, make_activation
-from fastff.layers.validation import check_input, check_int, check_probability
+from fastff.layers.validation import (
+    check_floating_dtype,
+    check_input,
+    check_int,
+    check_probability,
+)
 
 
 class FF(nn.Module):
@@ -45,6 +50,7 @@ class FF(nn.Module):
         self.out_features = check_int("out_features", out_features, 1)
         self.hidden_width = check_int("hidden_width", hidden_width, 1)
         self.dropout = check_probability("dropout", dropout)
+        check_floating_dtype("dtype", dtype)
         factory = {"device": device, "dtype": dtype}
         self.fc1 = nn.Linear(in_features, hidden_width, **factory)
         self.activation = make_activation(activation)

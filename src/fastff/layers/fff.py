@@ -26,6 +26,7 @@ from fastff.layers.fff_soft import (
 from fastff.layers.validation import (
     check_bool,
     check_choice,
+    check_floating_dtype,
     check_input,
     check_int,
     check_probability,
@@ -105,6 +106,7 @@ class FFF(nn.Module):
         self.leaf_width = check_int("leaf_width", leaf_width, 1)
         self.depth = check_int("depth", depth, 0)
         self.dropout = check_probability("dropout", dropout)
+        check_floating_dtype("dtype", dtype)
         self.region_leak = check_probability("region_leak", region_leak)
         self.hardening = _check_hardening(hardening)
         self.hardening_reduction = check_choice(

@@ -19,6 +19,7 @@ from fastff.layers.moe_gating import (
 )
 from fastff.layers.validation import (
     check_bool,
+    check_floating_dtype,
     check_input,
     check_int,
     check_nonnegative_number,
@@ -122,6 +123,7 @@ class MoE(nn.Module):
         self.w_importance = check_nonnegative_number("w_importance", w_importance)
         self.w_load = check_nonnegative_number("w_load", w_load)
         self.dropout = check_probability("dropout", dropout)
+        check_floating_dtype("dtype", dtype)
         self.activation = make_activation(activation)
         self.expert_dropout = nn.Dropout(self.dropout)
 

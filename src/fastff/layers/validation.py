@@ -16,6 +16,7 @@ import torch
 __all__ = [
     "check_bool",
     "check_choice",
+    "check_floating_dtype",
     "check_input",
     "check_int",
     "check_nonnegative_number",
@@ -63,6 +64,16 @@ def check_choice(name: str, value: T, choices: Iterable[T]) -> T:
     allowed = list(choices)
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+def check_floating_dtype(name: str, value: object) -> torch.dtype | None:
+    """Return ``value`` if it is None or a floating-point ``torch.dtype``, else raise ValueError."""
+    if value is not None and not (isinstance(value, torch.dtype) and value.is_floating_point):
+        raise ValueError(
+            f"{name} must be None or a floating-point torch.dtype (e.g. torch.float32), "
+            f"got {value!r}"
+        )
     return value
 
 
