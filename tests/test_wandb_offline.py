@@ -1,4 +1,4 @@
-"""Tests for fastff.wandb_offline: read back what a real offline W&B run recorded.
+"""Tests for fastff.tracking.wandb_offline: read back what a real offline W&B run recorded.
 
 One real offline run (in a subprocess, so wandb's global state stays out of the test process) is
 checked value by value; hand-built files cover the format's edge cases and damage.
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from wandb.proto.wandb_internal_pb2 import Record
 
-from fastff.wandb_offline import (
+from fastff.tracking.wandb_offline import (
     BLOCK_SIZE,
     CHUNK_FIRST,
     CHUNK_FULL,

@@ -1,73 +1,103 @@
-"""Check a composed run config before any work starts: one clear message naming the key."""
+"""Check a composed run config before any work starts: one clear message naming the key.
+
+Only what would otherwise fail late or from deep inside a library is checked here; settings that
+Lightning validates itself when the Trainer is built (precision, accelerator, ...) are left to it
+(``instantiate_or_config_error`` turns its complaint into the same one line).
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from omegaconf import DictConfig
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, OmegaConf
 
-from fastff.models.layer_factory import LayerConfigError, layer_sizes
+from fastff.layers import validation
+from fastff.models.layer_builders import BUILDERS, LayerConfigError, check_config_keys
 from fastff.tracking import resolve_wandb_mode
-from fastff.training.module import MONITORABLE
+from fastff.training.module import EPOCH_METRICS
+from fastff.training.protocol import IMPROVEMENTS
 
-PRECISIONS = ("32", "32-true", "64", "64-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+MONITORABLE = (*EPOCH_METRICS, IMPROVEMENTS)
+"""Metrics a checkpoint, early stopping or LR scheduler may monitor."""
 
 
 class ConfigError(ValueError):
     """An invalid setting; the message names the config key and what is allowed."""
 
 
-def _number(cfg: DictConfig, key: str, *, minimum: float, strict: bool, integer: bool) -> Any:
-    value = cfg
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, DictConfig) else None
+def _get(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def _positive_number(cfg: DictConfig, key: str, *, allow_zero: bool = False) -> None:
+    value = _get(cfg, key)
     if value is None:
-        return None
-    kind = "an integer" if integer else "a number"
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    bound = f"> {minimum}" if strict else f">= {minimum}"
-    if isinstance(value, bool) or not ok_type or (value <= minimum if strict else value < minimum):
-        raise ConfigError(f"{key} must be {kind} {bound}, got {value!r}")
-    return value
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key} must be a finite number {bound}, got {value!r}")
 
 
-def _choice(value: Any, key: str, allowed: tuple) -> None:
-    if value is not None and str(value) not in allowed:
-        raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
+def _integer(cfg: DictConfig, key: str, minimum: int) -> None:
+    value = _get(cfg, key)
+    if value is not None:
+        validation.check_int(key, value, minimum)
+
+
+def _monitor(cfg: DictConfig, key: str) -> None:
+    value = _get(cfg, key)
+    if value is not None:
+        validation.check_choice(key, value, MONITORABLE)
+
+
+def check_layer_config(layer_cfg: DictConfig) -> None:
+    """Build the configured layer on the meta device (nothing allocated): unknown keys and values
+    the layer's constructor rejects raise ConfigError naming ``layer.<key>``."""
+    target = layer_cfg.get("_target_")
+    try:
+        builder = get_method(target)
+    except Exception:
+        raise ConfigError(f"layer._target_: cannot import {target!r}") from None
+    try:
+        if builder in BUILDERS:
+            check_config_keys(builder, layer_cfg)
+        factory = instantiate(OmegaConf.to_container(layer_cfg, resolve=True))
+        factory(1, 1, device="meta")
+    except LayerConfigError as err:
+        raise ConfigError(str(err)) from None
 
 
 def check_train_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first invalid setting of a training config."""
+    try:
+        _check_train_config(cfg)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _check_train_config(cfg: DictConfig) -> None:
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         raise ConfigError(f"seed must be an integer, got {cfg.get('seed')!r}")
-    _number(cfg, "optimizer.lr", minimum=0, strict=True, integer=False)
-    _number(cfg, "optimizer.weight_decay", minimum=0, strict=False, integer=False)
-    _number(cfg, "optimizer.momentum", minimum=0, strict=False, integer=False)
-    _number(cfg, "data.batch_size", minimum=1, strict=False, integer=True)
-    _number(cfg, "trainer.min_epochs", minimum=0, strict=False, integer=True)
-    max_epochs = cfg.trainer.get("max_epochs")
-    if max_epochs != -1:
-        _number(cfg, "trainer.max_epochs", minimum=1, strict=False, integer=True)
-    _choice(cfg.trainer.get("precision"), "trainer.precision", PRECISIONS)
-    _choice(cfg.trainer.get("accelerator"), "trainer.accelerator", ACCELERATORS)
-    if cfg.get("callbacks"):
-        _number(cfg, "callbacks.early_stopping.patience", minimum=1, strict=False, integer=True)
-        for name, entry in cfg.callbacks.items():
-            if entry is not None and entry.get("monitor") is not None:
-                _choice(entry.monitor, f"callbacks.{name}.monitor", MONITORABLE)
+    _positive_number(cfg, "optimizer.lr")
+    _positive_number(cfg, "optimizer.weight_decay", allow_zero=True)
+    _positive_number(cfg, "optimizer.momentum", allow_zero=True)
+    _integer(cfg, "data.batch_size", 1)
+    _integer(cfg, "trainer.min_epochs", 0)
+    if _get(cfg, "trainer.max_epochs") != -1:
+        _integer(cfg, "trainer.max_epochs", 1)
+    for name, entry in (cfg.get("callbacks") or {}).items():
+        if entry is not None:
+            _monitor(cfg, f"callbacks.{name}.monitor")
+    _integer(cfg, "callbacks.early_stopping.patience", 1)
     if cfg.get("scheduler"):
-        _number(cfg, "scheduler.patience", minimum=0, strict=False, integer=True)
-        factor = cfg.scheduler.get("factor")
+        _monitor(cfg, "scheduler.monitor")
+        _integer(cfg, "scheduler.scheduler.patience", 0)
+        factor = _get(cfg, "scheduler.scheduler.factor")
         if factor is not None and not 0 < factor < 1:
-            raise ConfigError(f"scheduler.factor must be in (0, 1), got {factor!r}")
-        _choice(cfg.scheduler.get("monitor"), "scheduler.monitor", MONITORABLE)
+            raise ConfigError(f"scheduler.scheduler.factor must be in (0, 1), got {factor!r}")
     if cfg.get("logger") and cfg.logger.get("wandb"):
-        try:
-            resolve_wandb_mode(cfg.logger.wandb.get("mode"))
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    try:
-        layer_sizes(cfg.layer)
-    except LayerConfigError as err:
-        raise ConfigError(str(err)) from None
+        resolve_wandb_mode(cfg.logger.wandb.get("mode"))
+    check_layer_config(cfg.layer)

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from fastff.config_checks import ConfigError
 from fastff.data.errors import DatasetError
 from fastff.hydra_app import config_dir, exit_on_user_error, instantiate_or_config_error
+from fastff.models.sizes import model_sizes
 from fastff.training.checkpoint import load_model, read_checkpoint, run_config
 from fastff.training.module import ClassifierModule
 from fastff.training.results import percent, provenance, write_json_atomic
@@ -50,7 +51,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results = {
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "dataset": data.name,
-        "layer": run["layer"]["name"],
+        "layer": model_sizes(model)["layer"],
         "test_acc": percent(tested["test/acc"]),
         "test_acc_soft": percent(tested.get("test/acc_soft")),
         "provenance": provenance(),

@@ -22,10 +22,12 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parents[2] / "conf")
 
 
-def instantiate_or_config_error(cfg: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate``; a ValueError from the target becomes a ConfigError."""
+def instantiate_or_config_error(cfg: Any, key: str | None = None, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``; a ValueError (or Lightning's MisconfigurationException) from
+    the target becomes a ConfigError, prefixed with the config ``key`` when given."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from fastff.config_checks import ConfigError
 
@@ -33,8 +35,8 @@ def instantiate_or_config_error(cfg: Any, **kwargs: Any) -> Any:
         return instantiate(cfg, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
-        if isinstance(cause, ValueError):
-            raise ConfigError(str(cause)) from None
+        if isinstance(cause, (ValueError, MisconfigurationException)):
+            raise ConfigError(f"{key}: {cause}" if key else str(cause)) from None
         raise
 
 

@@ -9,9 +9,10 @@ import urllib.error
 from pathlib import Path
 
 import pytest
+from datamodules import DATAMODULES
 from fake_datasets import N_TEST, TORCHVISION_SETS, files_under, write_fake_dataset
 
-from fastff.data import DATAMODULES, DatasetError, DatasetMissingError
+from fastff.data import DatasetError, DatasetMissingError
 from fastff.data import fetch as fetch_cli
 from fastff.data.sources import DOWNLOAD_TIMEOUT_S, SOURCES
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from datamodules import DATAMODULES
 from torch.utils.data import DataLoader
 
-from fastff.data import DATAMODULES, DigitsDataModule
+from fastff.data import DigitsDataModule
 from fastff.data.splits import train_val_split
 from fastff.data.tensor_dataset import ImageTensorDataset, collate_batch
 from fastff.data.transforms import make_augmentation

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from datamodules import DATAMODULES
 from fake_datasets import (
     N_TEST,
     N_TRAIN,
@@ -15,7 +16,7 @@ from fake_datasets import (
     write_idx,
 )
 
-from fastff.data import DATAMODULES, DatasetError
+from fastff.data import DatasetError
 
 N_VAL = round(N_TRAIN * 0.1)
 

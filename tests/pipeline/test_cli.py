@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -11,9 +12,9 @@ from pipeline_utils import run_cli
 
 from fastff.layers import FFF
 from fastff.models import FlatNet
+from fastff.tracking.wandb_offline import read_run
 from fastff.training.checkpoint import load_layer, load_model
 from fastff.training.results import RESULT_KEYS
-from fastff.wandb_offline import read_run
 
 SHORT_DEFAULT = ("trainer.max_epochs=4", "callbacks.rich_progress_bar=null")
 
@@ -46,7 +47,8 @@ def test_default_run_writes_metrics(default_run: Path):
         assert 10.0 < metrics[key] <= 100.0
     assert 1 <= metrics["ETT_M"] <= 4 and 1 <= metrics["ETT_G"] <= 4
     assert metrics["n_params"] > 0 and metrics["wall_time_s"] > 0
-    assert metrics["config"]["layer"]["name"] == "fff"
+    assert metrics["config"]["layer"]["_target_"] == "fastff.models.layer_builders.fff"
+    assert metrics["schema_version"] == 2 and metrics["n_hosted_layers"] == 1
     assert metrics["provenance"]["versions"]["torch"] == torch.__version__.split("+")[0] or metrics[
         "provenance"
     ]["versions"]["torch"].startswith(torch.__version__.split("+")[0])
@@ -60,7 +62,7 @@ def test_default_run_records_wandb_offline(default_run: Path):
     assert list(wandb_dir.glob("offline-run-*/run-*.wandb"))
     run = read_run(wandb_dir)
     metrics = json.loads((default_run / "metrics.json").read_text())
-    assert run.config["layer"]["name"] == "fff"
+    assert run.config["layer"]["leaf_width"] == metrics["leaf_width"]
     assert run.config["optimizer"]["lr"] == metrics["config"]["optimizer"]["lr"]
     assert run.summary["G_A"] == pytest.approx(metrics["G_A"])
     assert run.summary["M_A"] == pytest.approx(metrics["M_A"])
@@ -99,15 +101,22 @@ def test_eval_missing_checkpoint_is_a_clear_error(tmp_path: Path):
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("optimizer.lr=-1", "optimizer.lr must be a number > 0"),
-        ("data.normalization=foo", "data.normalization must be one of"),
+        ("optimizer.lr=-1", "error: optimizer.lr must be a finite number > 0"),
+        ("data.normalization=foo", "error: data.normalization must be one of"),
+        ("layer.activation=nonsense", "error: layer.activation must be"),
+        ("layer.region_leak=1.5", "error: layer.region_leak must be a number in [0, 1]"),
+        ("layer=moe layer.k=5", "error: layer.k must be"),
+        ("+layer.bogus=1", "error: unknown setting(s) for layer=fff: ['bogus']"),
+        ("trainer.precision=8", "error: trainer: Precision"),
     ],
 )
 def test_invalid_value_exits_before_training(tmp_path: Path, override: str, expected: str):
-    proc = run_cli("fastff.train", override, f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    proc = run_cli("fastff.train", *override.split(), f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 2
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -117,3 +126,39 @@ def test_unknown_group_option_lists_choices(tmp_path: Path):
     assert "Available options" in proc.stderr
     for option in ("fff", "ff", "moe"):
         assert option in proc.stderr
+
+
+def _as_written_before_schema_2(ckpt: dict) -> dict:
+    """A checkpoint as fastff wrote it before layer configs were Hydra partials and before the
+    protocol was a callback."""
+    old = copy.deepcopy(ckpt)
+    layer = old["hyper_parameters"]["config"]["run"]["layer"]
+    name = layer.pop("_target_").rsplit(".", 1)[1]
+    del layer["_partial_"]
+    old["hyper_parameters"]["config"]["run"]["layer"] = {"name": name, **layer}
+    protocol = old["callbacks"].pop(next(k for k in old["callbacks"] if "PaperProtocol" in k))
+    old["protocol"] = protocol
+    return old
+
+
+def test_checkpoints_of_the_previous_layout_still_load(default_run: Path, tmp_path: Path):
+    path = default_run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    old_path = tmp_path / "old.ckpt"
+    torch.save(_as_written_before_schema_2(ckpt), old_path)
+    x = torch.rand(7, 1, 8, 8)
+    torch.testing.assert_close(load_model(old_path)(x), load_model(path)(x), rtol=0, atol=0)
+    proc = run_cli(
+        "fastff.eval", f"ckpt_path={old_path}", f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["layer"] == "fff"
+
+
+def test_a_file_that_is_no_fastff_checkpoint_is_refused_in_one_line(tmp_path: Path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.ckpt")
+    proc = run_cli(
+        "fastff.eval", f"ckpt_path={tmp_path / 'other.ckpt'}", "hydra.run.dir=.", cwd=tmp_path
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "is not a checkpoint written by fastff.train" in proc.stderr

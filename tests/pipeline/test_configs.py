@@ -1,14 +1,18 @@
-"""Every config in conf/ composes; every experiment composes with every layer."""
+"""Every config in conf/ composes and instantiates: datamodule, model, module and trainer."""
 
 from __future__ import annotations
 
 import pytest
+import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pipeline_utils import CONF
 
 from fastff.config_checks import ConfigError, check_train_config
-from fastff.models.layer_factory import LAYER_NAMES, layer_sizes
+from fastff.layers import FF, FFF, MoE
+from fastff.models import LAYER_CLASSES
 from fastff.tracking import resolve_wandb_mode
+from fastff.training.builders import build_callbacks, build_loggers, build_model, build_module
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 OPTIONS = [
@@ -18,6 +22,22 @@ OPTIONS = [
     for option in sorted((CONF / group).glob("*.yaml"))
 ]
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+DATASETS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+PAPER_FLAT_SETS = ("usps", "mnist", "fashion_mnist", "mnist5k", "svhn", "cifar10", "cifar100")
+
+
+def instantiate_run(cfg, *, trainer: bool = True):
+    """What ``train()`` builds before fitting: datamodule, model, module and trainer."""
+    check_train_config(cfg)
+    data = instantiate(cfg.data)
+    model = build_model(cfg.model, cfg.layer, data.input_shape, data.num_classes)
+    module = build_module(cfg, model, data)
+    loggers = build_loggers(cfg)
+    callbacks = build_callbacks(cfg, loggers)
+    built = (
+        instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False) if trainer else None
+    )
+    return data, model, module, built
 
 
 def test_train_config_has_the_documented_groups():
@@ -25,6 +45,9 @@ def test_train_config_has_the_documented_groups():
         "data",
         "model",
         "layer",
+        "optimizer",
+        "scheduler",
+        "protocol",
         "trainer",
         "logger",
         "callbacks",
@@ -37,54 +60,95 @@ def test_train_config_has_the_documented_groups():
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_option_composes(make_cfg, group, option):
+def test_every_option_instantiates(make_cfg, group, option):
     cfg = make_cfg(f"{group}={option}")
     OmegaConf.resolve(cfg)
-    check_train_config(cfg)
+    # A GPU trainer can only be built where CUDA exists; everything else is built regardless.
+    needs_cuda = cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available()
+    data, model, module, trainer = instantiate_run(cfg, trainer=not needs_cuda)
+    logits = model.eval()(torch.zeros(2, *data.input_shape))
+    assert logits.shape == (2, data.num_classes)
+    assert module.configure_optimizers() is not None
+    if trainer is not None and not cfg.trainer.fast_dev_run:
+        assert trainer.max_epochs == cfg.trainer.max_epochs
 
 
-@pytest.mark.parametrize("layer", LAYER_NAMES)
+@pytest.mark.parametrize("layer", sorted(LAYER_CLASSES))
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_with_every_layer(make_cfg, experiment, layer):
+def test_every_experiment_instantiates_with_every_layer(make_cfg, experiment, layer):
     cfg = make_cfg(f"experiment={experiment}", f"layer={layer}")
-    OmegaConf.resolve(cfg)
-    check_train_config(cfg)
-    assert cfg.layer.name == layer
-    assert layer_sizes(cfg.layer)["training_width"] >= 1
+    _, model, _, _ = instantiate_run(cfg)
+    assert isinstance(model.layer, LAYER_CLASSES[layer])
 
 
-@pytest.mark.parametrize("name", ["eval", "bench"])
-def test_other_entry_point_configs_compose(make_cfg, name):
-    if not (CONF / f"{name}.yaml").exists():
-        pytest.skip(f"conf/{name}.yaml not present")
-    cfg = make_cfg(*(["ckpt_path=x.ckpt"] if name == "eval" else []), name=name)
-    assert cfg.task_name == name
+@pytest.mark.parametrize("data", DATASETS)
+@pytest.mark.parametrize("layer", sorted(LAYER_CLASSES))
+def test_every_dataset_instantiates_with_every_layer(make_cfg, data, layer):
+    _, model, module, _ = instantiate_run(make_cfg(f"data={data}", f"layer={layer}"))
+    assert isinstance(model.layer, (FFF, FF, MoE))
+    assert module.configure_optimizers() is not None
+
+
+def test_entry_point_configs_compose(make_cfg):
+    assert make_cfg("ckpt_path=x.ckpt", name="eval").task_name == "eval"
+    assert make_cfg(name="bench").task_name == "bench"
+
+
+def test_default_run_settings(make_cfg):
+    cfg = make_cfg()
+    assert cfg.data._target_.endswith("DigitsDataModule")
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 0.01
+    assert cfg.data.batch_size == 64 and cfg.trainer.max_epochs == 40
+    assert cfg.layer._target_.endswith("layer_builders.fff")
+    assert cfg.logger.wandb.mode == "offline"
+
+
+@pytest.mark.parametrize("data", PAPER_FLAT_SETS)
+def test_data_override_alone_selects_the_paper_protocol(make_cfg, data):
+    cfg = make_cfg(f"data={data}")
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.lr == 0.2
+    assert cfg.data.batch_size == 256 and cfg.data.normalization == "none"
+    assert cfg.layer.hardening == 3.0
+
+
+def test_protocol_can_be_chosen_explicitly(make_cfg):
+    cfg = make_cfg("data=cifar10", "protocol=digits")
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.data.batch_size == 64
+    cfg = make_cfg("data=mnist", "optimizer=adam", "optimizer.lr=0.001")
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 0.001
 
 
 def test_table1_protocol_settings(make_cfg):
     cfg = make_cfg("experiment=table1")
+    assert cfg.data._target_.endswith("MNISTDataModule")
     assert cfg.data.batch_size == 256
     assert cfg.optimizer._target_ == "torch.optim.SGD"
     assert cfg.optimizer.lr == 0.2
-    assert cfg.layer.hardening == 3.0
+    assert cfg.layer.hardening == 3.0 and cfg.layer.width == 128
     assert cfg.data.normalization == "none"
 
 
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("optimizer.lr=-1", "optimizer.lr must be a number > 0"),
-        ("optimizer.lr=abc", "optimizer.lr must be a number > 0"),
+        ("optimizer.lr=-1", "optimizer.lr must be a finite number > 0"),
+        ("optimizer.lr=abc", "optimizer.lr must be a finite number > 0"),
+        ("optimizer.lr=nan", "optimizer.lr must be a finite number > 0"),
         ("layer.width=48", "layer.width=48 must be layer.leaf_width=16 times a power of two"),
         ("layer.leaf_width=0", "layer.leaf_width must be an integer >= 1"),
         ("layer.depth=3", "layer.width=64 disagrees with layer.leaf_width=16 and layer.depth=3"),
-        ("+layer.bogus=1", "unknown setting(s) for layer=fff: ['bogus']"),
-        ("trainer.precision=8", "trainer.precision must be one of"),
+        ("+layer.bogus=1", "unknown setting(s) for layer=fff: ['bogus']; allowed: ["),
+        ("+layer.hidden_width=3", "unknown setting(s) for layer=fff: ['hidden_width']"),
+        ("layer.activation=nonsense", "layer.activation must be"),
+        ("layer.region_leak=1.5", "layer.region_leak must be a number in [0, 1]"),
+        ("layer=moe layer.k=5", "layer.k must be"),
+        ("layer=ff +layer.leaf_width=2", "unknown setting(s) for layer=ff: ['leaf_width']"),
         ("trainer.max_epochs=0", "trainer.max_epochs must be an integer >= 1"),
         ("data.batch_size=0", "data.batch_size must be an integer >= 1"),
         ("callbacks.early_stopping.patience=0", "callbacks.early_stopping.patience must be"),
         ("callbacks.model_checkpoint.monitor=val/ac", "callbacks.model_checkpoint.monitor must"),
-        ("scheduler=plateau scheduler.factor=2", "scheduler.factor must be in (0, 1)"),
+        ("scheduler=plateau scheduler.scheduler.factor=2", "scheduler.scheduler.factor must be"),
+        ("scheduler=plateau scheduler.monitor=acc", "scheduler.monitor must be one of"),
         ("logger.wandb.mode=cloud", "logger.wandb.mode must be one of"),
         ("seed=1.5", "seed must be an integer"),
     ],
@@ -103,10 +167,3 @@ def test_wandb_mode_env_overrides_config(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "bogus")
     with pytest.raises(ValueError, match="WANDB_MODE must be one of"):
         resolve_wandb_mode("offline")
-
-
-def test_default_run_is_offline(make_cfg):
-    cfg = make_cfg()
-    assert cfg.logger.wandb.mode == "offline"
-    assert cfg.data._target_.endswith("DigitsDataModule")
-    assert cfg.layer.name == "fff"

@@ -78,6 +78,37 @@ def test_protocol_scores_best_validation_checkpoint(make_cfg):
     assert f"best-epoch{best_val_epoch - 1:03d}" in results["checkpoint"]
 
 
+def test_results_cover_the_whole_run_not_the_tested_checkpoint(make_cfg):
+    """Testing the best-validation checkpoint must not roll the protocol back to its epoch."""
+    # A high learning rate keeps the validation accuracy from peaking in the last epoch.
+    cfg = make_cfg("trainer.max_epochs=8", "optimizer.lr=0.05", "seed=3", *QUICK)
+    cfg.callbacks.early_stopping = None
+    results = train(cfg)
+    history = results["history"]
+    assert results["ETT_G"] < 8, "setup: the best validation epoch must precede the last"
+    assert results["epochs"] == len(history) == 8
+    assert [row["epoch"] for row in history] == list(range(1, 9))
+    assert results["M_A"] == pytest.approx(100 * max(row["train_acc"] for row in history))
+    best_train_epoch = max(range(8), key=lambda i: (history[i]["train_acc"], -i)) + 1
+    assert results["ETT_M"] == best_train_epoch
+    written = json.loads(Path(cfg.paths.output_dir, "metrics.json").read_text())
+    assert written["epochs"] == 8 and written["history"] == history
+    assert written["schema_version"] == 2
+
+
+def test_resumed_fit_continues_the_protocol(make_cfg):
+    first = _short(make_cfg, "trainer.max_epochs=2")
+    first.callbacks.early_stopping = None
+    before = train(first)
+    last = Path(first.paths.output_dir, "checkpoints", "last.ckpt")
+    resumed = _short(make_cfg, "trainer.max_epochs=4", f"ckpt_path={last}")
+    resumed.callbacks.early_stopping = None
+    after = train(resumed)
+    assert after["epochs"] == 4
+    assert after["history"][:2] == before["history"]
+    assert after["M_A"] == pytest.approx(100 * max(row["train_acc"] for row in after["history"]))
+
+
 def test_failed_run_still_writes_metrics(make_cfg, monkeypatch):
     def explode(self, batch, batch_idx):
         raise RuntimeError("boom")
@@ -89,7 +120,7 @@ def test_failed_run_still_writes_metrics(make_cfg, monkeypatch):
     written = json.loads(Path(cfg.paths.output_dir, "metrics.json").read_text())
     assert written["status"] == "failed"
     assert "boom" in written["error"]
-    assert written["config"]["layer"]["name"] == "fff"
+    assert written["config"]["layer"]["_target_"].endswith("layer_builders.fff")
 
 
 def test_csv_logger_writes_history(make_cfg):
@@ -100,14 +131,11 @@ def test_csv_logger_writes_history(make_cfg):
 
 
 def test_interrupted_run_keeps_finished_epochs(make_cfg, monkeypatch):
-    original = ClassifierModule.on_validation_epoch_end
-
     def interrupt_after_second_epoch(self):
-        original(self)
         if self.current_epoch == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ClassifierModule, "on_validation_epoch_end", interrupt_after_second_epoch)
+    monkeypatch.setattr(ClassifierModule, "on_train_epoch_end", interrupt_after_second_epoch)
     cfg = _short(make_cfg, "trainer.max_epochs=5")
     with pytest.raises(SystemExit):
         train(cfg)
@@ -121,7 +149,7 @@ def test_plateau_scheduler_halves_learning_rate(make_cfg):
         make_cfg,
         "logger=csv",
         "scheduler=plateau",
-        "scheduler.patience=0",
+        "scheduler.scheduler.patience=0",
         "scheduler.monitor=train_eval/acc",
         "optimizer.lr=1e-12",
         "trainer.max_epochs=4",

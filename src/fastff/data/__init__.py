@@ -20,22 +20,7 @@ from fastff.data.torchvision_sets import (
     USPSDataModule,
 )
 
-DATAMODULES: dict[str, type[ClassificationDataModule]] = {
-    cls.name: cls
-    for cls in (
-        DigitsDataModule,
-        MNIST5kDataModule,
-        USPSDataModule,
-        MNISTDataModule,
-        FashionMNISTDataModule,
-        CIFAR10DataModule,
-        CIFAR100DataModule,
-        SVHNDataModule,
-    )
-}
-
 __all__ = [
-    "DATAMODULES",
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "ClassificationDataModule",

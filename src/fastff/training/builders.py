@@ -1,9 +1,8 @@
-"""Build models, callbacks and loggers from the composed Hydra config."""
+"""Build the model, the LightningModule, callbacks and loggers from the composed Hydra config."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import partial
 from typing import Any
 
 import lightning as L
@@ -11,8 +10,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from fastff.models import build_layer
 from fastff.tracking import resolve_wandb_mode
+from fastff.training.module import ClassifierModule
 
 
 def build_model(
@@ -21,20 +20,42 @@ def build_model(
     input_shape: Sequence[int],
     num_classes: int,
 ) -> nn.Module:
-    """Instantiate the backbone of ``model_cfg`` hosting layers built from ``layer_cfg``."""
-    layer_cfg = _plain(layer_cfg)
+    """Instantiate the backbone of ``model_cfg`` hosting layers built from ``layer_cfg`` (a Hydra
+    partial: the backbone passes in_features and out_features)."""
     return instantiate(
         _plain(model_cfg),
         input_shape=tuple(input_shape),
         num_classes=num_classes,
-        layer_factory=partial(build_layer, layer_cfg),
+        layer_factory=instantiate(_plain(layer_cfg)),
     )
 
 
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """Every callback under ``cfg.callbacks`` (entries set to null are skipped)."""
+def build_module(cfg: DictConfig, model: nn.Module, data: Any) -> ClassifierModule:
+    """The LightningModule training ``model`` with ``cfg``'s optimizer and LR schedule."""
+    return ClassifierModule(
+        model,
+        optimizer=instantiate(cfg.optimizer),
+        num_classes=data.num_classes,
+        lr_schedule=instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None,
+        log_soft_accuracy=cfg.log_soft_accuracy,
+        config={
+            "run": OmegaConf.to_container(cfg, resolve=True),
+            "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes,
+        },
+    )
+
+
+def build_callbacks(cfg: DictConfig, loggers: Sequence[Any] = ()) -> list[L.Callback]:
+    """Every callback under ``cfg.callbacks`` (entries set to null are skipped), plus a learning
+    rate monitor when there is a logger to record it."""
     entries = cfg.get("callbacks") or {}
-    return [instantiate(entry) for entry in entries.values() if entry is not None]
+    callbacks = [instantiate(entry) for entry in entries.values() if entry is not None]
+    if loggers:
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    return callbacks
 
 
 def build_loggers(cfg: DictConfig) -> list:

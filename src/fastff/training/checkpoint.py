@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastff.models import layer_builders
+from fastff.models.layer_builders import LAYER_CLASSES
 from fastff.training.builders import build_model
 
 
@@ -24,8 +26,22 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def run_config(ckpt: dict) -> dict[str, Any]:
-    """The resolved run config stored in a checkpoint."""
-    return ckpt["hyper_parameters"]["config"]["run"]
+    """The resolved run config stored in a checkpoint, in today's layout."""
+    run = dict(ckpt["hyper_parameters"]["config"]["run"])
+    run["layer"] = upgrade_layer_config(run["layer"])
+    return run
+
+
+def upgrade_layer_config(layer: dict[str, Any]) -> dict[str, Any]:
+    """A layer config in today's layout: checkpoints written before layer configs were Hydra
+    partials hold ``{"name": "fff", ...}`` instead of ``{"_target_": ..., "_partial_": true}``."""
+    if "_target_" in layer:
+        return layer
+    rest = {key: value for key, value in layer.items() if key != "name"}
+    name = layer.get("name")
+    if name not in LAYER_CLASSES:
+        raise ValueError(f"ckpt_path: the checkpoint's layer config names no known layer: {layer}")
+    return {"_target_": f"{layer_builders.__name__}.{name}", "_partial_": True, **rest}
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -39,7 +55,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     """
     ckpt = read_checkpoint(path, map_location)
     meta = ckpt["hyper_parameters"]["config"]
-    config = meta["run"]
+    config = run_config(ckpt)
     model = build_model(config["model"], config["layer"], meta["input_shape"], meta["num_classes"])
     prefix = "model."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}

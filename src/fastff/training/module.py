@@ -1,4 +1,4 @@
-"""The LightningModule: cross-entropy plus every aux_loss, hard-inference metrics, M_A/G_A."""
+"""The LightningModule: cross-entropy plus every aux_loss, hard-inference accuracy metrics."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from fastff.training.layer_stats import level_entropies, soft_inference, total_aux_loss
-from fastff.training.protocol import ProtocolTracker
 
 VAL, TRAIN_EVAL = 0, 1
-MONITORABLE = ("val/acc", "val/loss", "train_eval/acc", "protocol/improvements")
+EPOCH_METRICS = ("val/acc", "val/loss", "train_eval/acc")
+"""Per-epoch metrics a scheduler, checkpoint or early stopping may watch (besides callbacks')."""
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -26,14 +26,16 @@ class ClassifierModule(L.LightningModule):
 
     Training runs the layers' soft (training-mode) forward; validation and test run ``eval()``,
     i.e. hard inference for FFF. Validation expects two dataloaders: the validation split (index 0)
-    and the whole training split without augmentation (index 1), giving M_A each epoch.
+    and the whole training split without augmentation (index 1); their hard accuracies are logged as
+    ``val/acc`` and ``train_eval/acc`` (what the paper's protocol callback reads).
 
     Args:
         model: the backbone, e.g. ``FlatNet``.
         optimizer: ``optimizer(params) -> torch.optim.Optimizer`` (a Hydra partial).
         num_classes: number of classes.
-        scheduler: optional ``scheduler(optimizer)``, stepped per epoch on ``scheduler_monitor``.
-        scheduler_monitor: the metric a plateau scheduler watches (one of ``MONITORABLE``).
+        lr_schedule: optional Lightning ``lr_scheduler`` settings whose ``scheduler`` entry is a
+            factory ``scheduler(optimizer)`` (a Hydra partial), e.g. ``{"scheduler":
+            partial(ReduceLROnPlateau, mode="max"), "monitor": "val/acc", "interval": "epoch"}``.
         log_soft_accuracy: also log the soft forward's accuracy (diagnostic).
         config: plain-dict run config stored in checkpoints (rebuilds the model in ``load_model``).
     """
@@ -41,21 +43,18 @@ class ClassifierModule(L.LightningModule):
     def __init__(
         self,
         model: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None,
         num_classes: int,
-        scheduler: SchedulerFactory | None = None,
-        scheduler_monitor: str = "val/acc",
+        lr_schedule: dict[str, Any] | None = None,
         log_soft_accuracy: bool = True,
         config: dict | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["model", "optimizer", "lr_schedule"])
         self.model = model
         self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.scheduler_monitor = scheduler_monitor
+        self.lr_schedule = dict(lr_schedule) if lr_schedule else None
         self.log_soft_accuracy = log_soft_accuracy
-        self.tracker = ProtocolTracker()
 
         def accuracy() -> MulticlassAccuracy:
             return MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -108,17 +107,9 @@ class ClassifierModule(L.LightningModule):
         if self.log_soft_accuracy and self.val_acc_soft.update_count:
             self.log("val/acc_soft", self.val_acc_soft.compute().item())
             self.val_acc_soft.reset()
-        train_acc = float("nan")
         if self.train_eval_acc.update_count:
-            train_acc = self.train_eval_acc.compute().item()
-            self.log("train_eval/acc", train_acc, prog_bar=True)
+            self.log("train_eval/acc", self.train_eval_acc.compute().item(), prog_bar=True)
             self.train_eval_acc.reset()
-        if self.trainer.sanity_checking:
-            return
-        self.tracker.update(self.current_epoch + 1, train_acc, val_acc)
-        self.log("protocol/improvements", float(self.tracker.improvements))
-        self.log("protocol/M_A", self.tracker.best_train)
-        self.log("protocol/best_val_acc", self.tracker.best_val)
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y = batch
@@ -136,21 +127,7 @@ class ClassifierModule(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params)
-        if self.scheduler_factory is None:
+        if self.lr_schedule is None:
             return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": self.scheduler_factory(optimizer),
-                "monitor": self.scheduler_monitor,
-                "interval": "epoch",
-                "frequency": 1,
-            },
-        }
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["protocol"] = self.tracker.state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "protocol" in checkpoint:
-            self.tracker.load_state_dict(checkpoint["protocol"])
+        schedule = {**self.lr_schedule, "scheduler": self.lr_schedule["scheduler"](optimizer)}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

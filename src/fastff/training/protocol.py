@@ -1,15 +1,26 @@
-"""The paper's evaluation protocol: M_A, G_A and epochs-to-target (ETT).
+"""The paper's evaluation protocol as a Lightning callback: M_A, G_A and epochs-to-target (ETT).
 
 Each epoch the model is evaluated with hard inference on the whole training split and on the
-validation split. M_A is the best training-split accuracy and ETT_M the 1-based epoch that reached
-it; the best validation epoch (ETT_G) selects the checkpoint whose test accuracy is G_A. Training
-stops once neither score improved for ``patience`` epochs: ``improvements`` counts the epochs in
-which either improved, so Lightning's EarlyStopping can watch it.
+validation split (the module logs them as ``train_eval/acc`` and ``val/acc``). M_A is the best
+training-split accuracy and ETT_M the 1-based epoch that reached it; the best validation epoch
+(ETT_G) selects the checkpoint whose test accuracy is G_A. Training stops once neither score
+improved for ``patience`` epochs: ``protocol/improvements`` counts the epochs in which either
+improved, so Lightning's EarlyStopping can watch it.
+
+The protocol's state belongs to the run: it is saved in every checkpoint and restored when a fit
+resumes from one, but loading a checkpoint to *test* it leaves the run's state alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import lightning as L
+
+TRAIN_ACC, VAL_ACC = "train_eval/acc", "val/acc"
+IMPROVEMENTS = "protocol/improvements"
 
 
 @dataclass
@@ -38,16 +49,67 @@ class ProtocolTracker:
         """M_A as a fraction, or None before the first epoch."""
         return None if self.ett_m is None else self.best_train
 
-    def state_dict(self) -> dict:
-        return {
-            "best_train": self.best_train,
-            "best_val": self.best_val,
-            "ett_m": self.ett_m,
-            "ett_g": self.ett_g,
-            "improvements": self.improvements,
-            "history": list(self.history),
-        }
+    @property
+    def best_validation_accuracy(self) -> float | None:
+        """Best validation accuracy as a fraction, or None before the first epoch."""
+        return None if self.ett_g is None else self.best_val
 
-    def load_state_dict(self, state: dict) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
+
+class PaperProtocol(L.Callback):
+    """Tracks M_A / ETT_M / ETT_G and the per-epoch history; logs ``protocol/improvements``.
+
+    Reads the epoch's hard accuracies from ``trainer.callback_metrics`` at the end of each
+    training epoch in which validation ran, before EarlyStopping and ModelCheckpoint look at the
+    metrics, so a checkpoint holds the protocol state up to and including its own epoch.
+    """
+
+    def __init__(self) -> None:
+        self.tracker = ProtocolTracker()
+        self._validated_epoch: int | None = None
+        self._stage: str | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._stage = stage
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated_epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._validated_epoch != trainer.current_epoch:
+            return
+        metrics = trainer.callback_metrics
+        train_acc = float(metrics[TRAIN_ACC]) if TRAIN_ACC in metrics else math.nan
+        self.tracker.update(trainer.current_epoch + 1, train_acc, float(metrics[VAL_ACC]))
+        pl_module.log(IMPROVEMENTS, float(self.tracker.improvements))
+        pl_module.log("protocol/M_A", self.tracker.best_train)
+        pl_module.log("protocol/best_val_acc", self.tracker.best_val)
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self.tracker)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning restores callbacks whenever it loads a checkpoint, also to test one; only
+        # resuming a fit continues that checkpoint's protocol.
+        if self._stage == "fit":
+            self.tracker = ProtocolTracker(**state_dict)
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Checkpoints written before the protocol was a callback kept its state under "protocol".
+        legacy = checkpoint.get("protocol")
+        if legacy is not None and self._stage == "fit" and not self.tracker.history:
+            self.tracker = ProtocolTracker(**legacy)
+
+    def results(self) -> dict[str, Any]:
+        """M_A, ETT_M, ETT_G, best validation accuracy (fractions), epochs and history."""
+        tracker = self.tracker
+        return {
+            "M_A": tracker.memorization_accuracy,
+            "ETT_M": tracker.ett_m,
+            "ETT_G": tracker.ett_g,
+            "best_val_acc": tracker.best_validation_accuracy,
+            "epochs": len(tracker.history),
+            "history": list(tracker.history),
+        }

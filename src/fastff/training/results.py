@@ -15,6 +15,9 @@ from typing import Any
 
 import torch
 
+SCHEMA_VERSION = 2
+"""Version of metrics.json's layout (1: before ``schema_version`` existed)."""
+
 RESULT_KEYS = (
     "dataset",
     "model",

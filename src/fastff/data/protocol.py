@@ -1,4 +1,4 @@
-"""Wrap a dataset's datamodule for the paper's protocol (validation + whole-training-split eval)."""
+"""Validation on the validation split and on the whole training split (the paper's protocol)."""
 
 from __future__ import annotations
 

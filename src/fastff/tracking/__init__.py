@@ -1,4 +1,5 @@
-"""Weights & Biases run settings shared by every entry point (train, eval, bench, sweep)."""
+"""Experiment tracking (Weights & Biases): the run mode every entry point shares; the offline run
+reader lives in :mod:`fastff.tracking.wandb_offline`."""
 
 from __future__ import annotations
 
