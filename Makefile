@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval bench data test test-fast gpu-check lint format clean
+.PHONY: help install kernels train eval bench data test test-fast gpu-check lint format clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -16,7 +16,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install fastff with dev extras (quick when done)
+install: $(STAMP)  ## create .venv, install fastff with dev extras, build the C++ CPU kernel (quick when done)
+	@$(BIN)/python -m fastff.layers.kernels build --best-effort
+
+kernels: $(STAMP)  ## build the fused C++ CPU kernel for FFF inference now (fails on a build error)
+	$(BIN)/python -m fastff.layers.kernels build
 
 train: $(STAMP)  ## train the default experiment (FFF on digits); extra Hydra overrides via ARGS="..."
 	$(BIN)/python -m fastff.train $(ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -15,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from fastff.benchmark import runner
 from fastff.benchmark.modes import reference_unavailable_reason
-from fastff.layers import fff_fast
+from fastff.layers import kernels
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 FAST = [
@@ -110,13 +111,14 @@ def test_gflop_limit_skips(tmp_path):
 
 
 def test_wrong_kernel_reports_no_speedup(tmp_path, monkeypatch):
-    plain = fff_fast.hard_forward_2d
+    grouped = kernels.REGISTRY["grouped"]
 
-    def broken(layer, x2d, strategy="auto"):
-        return plain(layer, x2d, "plain") + 1e-2
+    def broken(layer, x2d):
+        return grouped.forward(layer, x2d) + 1e-2
 
-    monkeypatch.setattr(fff_fast, "hard_forward_2d", broken)
-    frame = runner.run(_cfg(tmp_path, *TINY["table1"], "implementations=[ff,fff]"), tmp_path)
+    monkeypatch.setitem(kernels.REGISTRY, "grouped", dataclasses.replace(grouped, forward=broken))
+    cfg = _cfg(tmp_path, *TINY["table1"], "implementations=[ff,fff]", "fff_strategy=grouped")
+    frame = runner.run(cfg, tmp_path)
     assert frame["check"].str.contains("differs from the plain path").all()
     assert frame["FF/FFF"].isna().all()
     assert frame["t_FF_ms"].notna().all()

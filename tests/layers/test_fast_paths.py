@@ -1,23 +1,26 @@
-"""Every FFF hard-inference strategy equals the per-sample oracle, on every shape and edge case."""
+"""Every FFF hard-inference strategy equals the per-sample oracle, on every shape and edge case;
+the kernel is used only when built, chosen without starting any process or thread."""
 
 from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 from oracles import fff_hard_oracle, fff_leaf_oracle
 from torch import nn
 
-from fastff.layers import FFF, fff_fast
+from fastff.layers import FFF, kernels
+from fastff.layers.kernels import cpu_build
 
 TORCH_STRATEGIES = ("plain", "grouped")
 ALL_STRATEGIES = (*TORCH_STRATEGIES, "fused_cpu", "auto")
-
-
-@pytest.fixture(scope="session")
-def fused_kernel() -> None:
-    """Builds the C++ kernel once per session (cached across sessions); skips if impossible."""
-    if not fff_fast.load_fused_kernel():
-        pytest.skip(f"fused C++ kernel unavailable: {fff_fast.fused_kernel_state()[1]}")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _needs_kernel(strategy: str, request: pytest.FixtureRequest) -> None:
@@ -31,6 +34,7 @@ def _layer(in_f, out_f, leaf, depth, dtype=torch.float64, activation="relu", see
 
 
 def _run(layer: FFF, x: torch.Tensor, strategy: str) -> torch.Tensor:
+    """The eval-mode forward with ``strategy`` forced, without gradients."""
     layer.hard_strategy = strategy
     with torch.no_grad():
         return layer(x)
@@ -136,29 +140,31 @@ def test_unsupported_activation_falls_back_and_refuses_fused(fused_kernel):
     layer = _layer(10, 6, 5, 3, activation="elu")
     x = torch.randn(40, 10, dtype=torch.float64)
     with torch.no_grad():
-        assert fff_fast.select_strategy(layer, x) != "fused_cpu"
+        assert kernels.select(layer, x) != "fused_cpu"
         torch.testing.assert_close(_run(layer, x, "auto"), fff_hard_oracle(layer, x))
-        with pytest.raises(ValueError, match="fused_cpu"):
-            fff_fast.hard_forward_2d(layer, x, "fused_cpu")
+        with pytest.raises(ValueError, match=r"'fused_cpu' cannot run this call: .* ELU"):
+            layer.hard_forward(x, "fused_cpu")
 
 
 def test_auto_selection(fused_kernel):
     layer = _layer(8, 4, 4, 3, dtype=torch.float32)
     few, many = torch.randn(3, 8), torch.randn(32 * 8, 8)
     with torch.no_grad():
-        assert fff_fast.select_strategy(layer, few) == "fused_cpu"
-        assert fff_fast.select_strategy(layer.to(torch.bfloat16), few.bfloat16()) == "plain"
-        assert fff_fast.select_strategy(layer, many.bfloat16()) == "grouped"
+        assert kernels.select(layer, few) == "fused_cpu"
+        assert kernels.select(layer, many) == "fused_cpu"
+        assert kernels.select(layer.to(torch.bfloat16), few.bfloat16()) == "plain"
+        assert kernels.select(layer, many.bfloat16()) == "grouped"
     layer.float()
     # With gradients required the kernel (no autograd) is never chosen.
-    assert fff_fast.select_strategy(layer, few) == "plain"
+    assert kernels.select(layer, few) == "plain"
+    assert kernels.select(layer, many) == "grouped"
 
 
 @pytest.mark.parametrize("strategy", TORCH_STRATEGIES)
 def test_torch_strategies_support_autograd(strategy):
     layer = _layer(6, 3, 4, 2)
     x = torch.randn(70, 6, dtype=torch.float64, requires_grad=True)
-    fff_fast.hard_forward_2d(layer, x, strategy).square().sum().backward()
+    layer.hard_forward(x, strategy).square().sum().backward()
     leaves = fff_leaf_oracle(layer, x.detach())
     # Only reached leaves get gradient; inputs always do.
     reached = torch.zeros(layer.n_leaves, dtype=torch.bool)
@@ -190,7 +196,7 @@ def test_temporary_memory_is_bounded(request, strategy):
         torch.no_grad(),
         torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile,
     ):
-        fff_fast.hard_forward_2d(layer, x, strategy)
+        layer.hard_forward(x, strategy)
     largest = max((event.cpu_memory_usage for event in profile.events()), default=0)
     per_input_copy = 4096 * 768 * 256 * 4  # 3.2 GB
     assert largest < 128 * 2**20 < per_input_copy
@@ -198,30 +204,133 @@ def test_temporary_memory_is_bounded(request, strategy):
 
 def test_forced_strategy_validation():
     layer = _layer(4, 2, 2, 1)
-    layer.hard_strategy = "fastest"
+    assert layer.hard_strategy == "auto"
     with pytest.raises(ValueError, match="hard strategy must be one of"):
-        layer(torch.randn(3, 4, dtype=torch.float64))
-    with pytest.raises(ValueError, match="fused_cpu"), torch.enable_grad():
-        fff_fast.hard_forward_2d(layer, torch.randn(3, 4, dtype=torch.float64), "fused_cpu")
+        layer.hard_strategy = "fastest"
+    assert layer.hard_strategy == "auto"
+    with pytest.raises(ValueError, match="hard strategy must be one of"):
+        layer.hard_forward(torch.randn(3, 4, dtype=torch.float64), "fastest")
+    with pytest.raises(ValueError, match=r"'fused_cpu' cannot run this call: .*no_grad"):
+        layer.hard_forward(torch.randn(3, 4, dtype=torch.float64), "fused_cpu")
+    layer.hard_strategy = "grouped"
+    assert layer.hard_strategy == "grouped" and "hard_strategy" not in layer.state_dict()
 
 
-def test_disabled_kernel_warns_once_and_falls_back(monkeypatch):
-    monkeypatch.setenv(fff_fast.DISABLE_ENV, "0")
-    kernel = fff_fast._FusedKernel()
-    with pytest.warns(RuntimeWarning, match="FASTFF_FUSED_CPU=0"):
-        assert not kernel.ready_without_waiting()
-    assert kernel.state == "failed"
-    assert not kernel.ready_without_waiting()  # no second warning, no build
+@pytest.fixture
+def undecided_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """This process as if no FFF had run yet, with an empty extensions cache; restored after."""
+    monkeypatch.setattr(cpu_build, "_loaded", None)
+    monkeypatch.setattr(cpu_build, "_refusal", None)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    return tmp_path
 
 
-def test_background_build_makes_kernel_ready_without_blocking(fused_kernel):
-    """The first auto call starts the (cached) build in another process and does not wait."""
-    kernel = fff_fast._FusedKernel()
-    assert not kernel.ready_without_waiting()
-    assert kernel.state == "building"
-    assert kernel._builder.wait(timeout=300) == 0
-    assert kernel.ready_without_waiting()
-    assert kernel.state == "ready"
+def test_missing_build_says_how_to_build_once_and_builds_nothing(undecided_kernel, caplog):
+    layer = _layer(8, 4, 4, 3, dtype=torch.float32)
+    x = torch.randn(5, 8)
+    with caplog.at_level(logging.WARNING, logger="fastff.kernels"), torch.no_grad():
+        for _ in range(3):
+            assert kernels.select(layer, x) == "plain"
+            torch.testing.assert_close(layer(x), fff_hard_oracle(layer, x))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert re.search(r"`python -m fastff\.layers\.kernels build`|no C\+\+ compiler", warnings[0])
+    assert list(undecided_kernel.iterdir()) == []  # nothing was built or even started
+    assert cpu_build.status().state == "unavailable"
+    with (
+        pytest.raises(ValueError, match=r"'fused_cpu' cannot run this call: .*not built"),
+        torch.no_grad(),
+    ):
+        layer.hard_forward(x, "fused_cpu")
+
+
+def test_disabled_kernel_is_never_used(undecided_kernel, monkeypatch, caplog):
+    monkeypatch.setenv(cpu_build.DISABLE_ENV, "0")
+    layer = _layer(8, 4, 4, 3, dtype=torch.float32)
+    with caplog.at_level(logging.WARNING, logger="fastff.kernels"), torch.no_grad():
+        assert kernels.select(layer, torch.randn(5, 8)) == "plain"
+    assert not caplog.records  # the user chose it: nothing to warn about
+    assert "FASTFF_FUSED_CPU=0" in cpu_build.status().reason
+
+
+FRESH_PROCESS = """
+import os, subprocess, threading
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from fastff.layers import FFF, kernels
+
+def refuse(*args, **kwargs):
+    raise AssertionError("an eval-mode FFF forward started a process or a thread")
+
+subprocess.Popen._execute_child = refuse
+threading.Thread.start = refuse
+os.fork = os.posix_spawn = os.posix_spawnp = os.system = refuse
+
+class Ops(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+torch.manual_seed(0)
+layer = FFF(16, 8, leaf_width=4, depth=3).eval()
+x = torch.randn(6, 16)
+with torch.no_grad(), Ops() as first:
+    y = layer(x)
+assert "fastff.fff_hard_forward.default" in first.ops, first.ops
+with torch.inference_mode():
+    assert torch.equal(layer(x), y)
+layer(x).sum().backward()  # with gradients: a PyTorch strategy, still nothing started
+torch.testing.assert_close(layer.hard_forward(x, "plain"), y)
+with torch.no_grad():
+    print("auto:", kernels.select(layer, x), [op for op in first.ops if op.startswith("fastff")])
+"""
+
+
+def test_fresh_process_uses_the_built_kernel_from_its_first_call(fused_kernel):
+    """No eval-mode forward starts a process or thread; a fresh interpreter with a build uses
+    the kernel from its very first call (no compiler run, no switch mid-run)."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FRESH_PROCESS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "auto: fused_cpu ['fastff.fff_hard_forward.default']"
+    assert "warning" not in result.stderr.lower(), result.stderr
+
+
+def test_build_command_is_a_no_op_when_built(fused_kernel):
+    command = [sys.executable, "-m", "fastff.layers.kernels"]
+    built = subprocess.run([*command, "build"], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    library = str(cpu_build.build_spec().library)
+    assert built.stdout.strip() == f"fastff: the fused CPU kernel is built: {library}"
+    status = subprocess.run([*command, "status"], capture_output=True, text=True, timeout=300)
+    assert status.returncode == 0, status.stderr
+    assert "fused_cpu: built" in status.stdout and library in status.stdout
+
+
+def test_no_private_fff_method_is_called_outside_layers():
+    """Outside ``layers/`` FFF is reached through its public methods only."""
+    private = sorted(n for n in vars(FFF) if n.startswith("_") and not n.startswith("__"))
+    pattern = re.compile(r"\.(" + "|".join(map(re.escape, private)) + r")\b")
+    files = [
+        *(p for p in (REPO / "src" / "fastff").rglob("*.py") if "layers" not in p.parts),
+        *(REPO / "tests").rglob("*.py"),
+    ]
+    offenders = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in files
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not offenders, f"private FFF methods {private} called at {offenders}"
 
 
 @pytest.mark.gpu

@@ -37,7 +37,9 @@ def test_hard_forward_equals_tree_walking_oracle(depth, leaf_width):
     torch.testing.assert_close(fff.leaf_indices(x), fff_leaf_oracle(fff, x), rtol=0, atol=0)
     torch.testing.assert_close(fff.hard_forward(x), fff_hard_oracle(fff, x), rtol=1e-5, atol=1e-5)
     # The plain vectorised path stays correct whichever path hard_forward dispatches to.
-    torch.testing.assert_close(fff._hard_forward_plain(x), fff_hard_oracle(fff, x), **TOLERANCE)
+    torch.testing.assert_close(
+        fff.hard_forward(x, strategy="plain"), fff_hard_oracle(fff, x), **TOLERANCE
+    )
     torch.testing.assert_close(fff(x), fff.hard_forward(x), rtol=0, atol=0)
 
 
@@ -79,7 +81,7 @@ def test_batch_of_sequences_matches_flat_batch():
 def test_empty_batch():
     fff = make_fff(2)
     assert fff.hard_forward(torch.randn(0, 6)).shape == (0, 3)
-    assert fff._hard_forward_plain(torch.randn(0, 6)).shape == (0, 3)
+    assert fff.hard_forward(torch.randn(0, 6), strategy="plain").shape == (0, 3)
     assert fff.soft_forward(torch.randn(0, 6)).shape == (0, 3)
 
 
@@ -94,14 +96,14 @@ def test_logit_exactly_zero_goes_right():
 
 
 def test_plain_hard_path_chunks_large_batches(monkeypatch):
-    import fastff.layers.fff as fff_module
+    from fastff.layers.kernels import plain
 
     fff = make_fff(4, 8)
     x = torch.randn(37, 6)
-    expected = fff._hard_forward_plain(x)
+    expected = fff.hard_forward(x, strategy="plain")
     # Force chunks of one input: same output.
-    monkeypatch.setattr(fff_module, "HARD_GATHER_BUDGET_BYTES", 1)
-    torch.testing.assert_close(fff._hard_forward_plain(x), expected, rtol=0, atol=0)
+    monkeypatch.setattr(plain, "HARD_GATHER_BUDGET_BYTES", 1)
+    torch.testing.assert_close(fff.hard_forward(x, strategy="plain"), expected, rtol=0, atol=0)
     torch.testing.assert_close(expected, fff_hard_oracle(fff, x), **TOLERANCE)
 
 
@@ -321,7 +323,7 @@ def test_low_precision_forward_runs(dtype):
     half = make_fff(4, 8, hardening=1.0).to(dtype)
     soft, hard = half.soft_forward(x.to(dtype)), half.hard_forward(x.to(dtype))
     assert soft.dtype == dtype and hard.dtype == dtype
-    torch.testing.assert_close(half._hard_forward_plain(x.to(dtype)), hard)
+    torch.testing.assert_close(half.hard_forward(x.to(dtype), strategy="plain"), hard)
     torch.testing.assert_close(soft.float(), fff.soft_forward(x), rtol=0.05, atol=0.05)
     agree = fff.leaf_indices(x) == half.leaf_indices(x.to(dtype))
     torch.testing.assert_close(

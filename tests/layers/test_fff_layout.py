@@ -8,7 +8,7 @@ from fastfeedforward import FFF as ReferenceFFF
 from oracles import fff_hard_oracle
 from torch import nn
 
-from fastff.layers import FFF, fff_fast
+from fastff.layers import FFF
 
 
 def _neuron_major(t: torch.Tensor) -> bool:
@@ -29,9 +29,9 @@ def test_w1s_is_neuron_major_and_stays_so():
 
 
 @pytest.mark.parametrize("strategy", ["plain", "grouped", "fused_cpu"])
-def test_row_major_w1s_gives_the_same_outputs(strategy):
-    if strategy == "fused_cpu" and not fff_fast.load_fused_kernel():
-        pytest.skip("fused kernel unavailable")
+def test_row_major_w1s_gives_the_same_outputs(request, strategy):
+    if strategy == "fused_cpu":
+        request.getfixturevalue("fused_kernel")
     torch.manual_seed(0)
     layer = FFF(20, 5, leaf_width=8, depth=3).eval()
     row_major = FFF(20, 5, leaf_width=8, depth=3).eval()

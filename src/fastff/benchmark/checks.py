@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastff.layers import FFF, fff_fast
+from fastff.layers import FFF
 
 TIE_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 2e-2}
 """A node logit within this fraction of |x| * |w| of 0 may route either way in another order."""
@@ -41,8 +41,8 @@ def check_fff_hard(layer: FFF, x2d: torch.Tensor, strategy: str, rows: int) -> s
     rounding of 0), and at most 1 % of them may. Returns None if correct, else the reason."""
     dtype = x2d.dtype
     with torch.inference_mode():
-        fast = fff_fast.hard_forward_2d(layer, x2d, strategy)
-        plain = layer._hard_forward_plain(x2d)
+        fast = layer.hard_forward(x2d, strategy)
+        plain = layer.hard_forward(x2d, "plain")
     checked = x2d[:rows]
     expected, margins = oracle_rows(layer, checked.cpu())
     references = {"plain path": (plain, None), "oracle": (expected, margins)}

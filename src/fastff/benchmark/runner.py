@@ -20,7 +20,8 @@ from fastff.benchmark.cases import COLUMN, IMPLEMENTATIONS, Case, ratio, torch_d
 from fastff.benchmark.checks import check_fff_hard, check_fff_soft
 from fastff.benchmark.modes import MODES, reference_unavailable_reason
 from fastff.benchmark.timing import time_interleaved
-from fastff.layers import fff_fast
+from fastff.layers import kernels
+from fastff.layers.kernels import cpu_build
 from fastff.tracking import resolve_wandb_mode
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -44,10 +45,10 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError("device=cuda but CUDA is not available; use device=auto or cpu")
     torch_dtype(cfg.dtype)
     for strategy in [cfg.fff_strategy, *cfg.extra_fff_strategies]:
-        if strategy not in fff_fast.STRATEGIES:
+        if strategy not in kernels.strategy_names():
             raise ValueError(
-                f"fff_strategy / extra_fff_strategies must be in {list(fff_fast.STRATEGIES)}, "
-                f"got {strategy!r}"
+                "fff_strategy / extra_fff_strategies must be in "
+                f"{list(kernels.strategy_names())}, got {strategy!r}"
             )
     positive = {
         "threads": cfg.threads,
@@ -152,9 +153,7 @@ def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console
         else:
             with torch.inference_mode():
                 row["fff_strategy"] = (
-                    fff_fast.select_strategy(fff, x)
-                    if cfg.fff_strategy == "auto"
-                    else cfg.fff_strategy
+                    kernels.select(fff, x) if cfg.fff_strategy == "auto" else cfg.fff_strategy
                 )
             failures = [
                 check_fff_hard(fff, x, strategy, cfg.check.oracle_rows)
@@ -163,7 +162,7 @@ def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console
             row["check"] = "; ".join(f for f in failures if f) or "ok"
             for strategy in cfg.extra_fff_strategies:
                 calls[f"FFF[{strategy}]"] = lambda s=strategy, layer=fff, inputs=x: (
-                    fff_fast.hard_forward_2d(layer, inputs, s)
+                    layer.hard_forward(inputs, s)
                 )
 
     grad_mode = torch.enable_grad() if training else torch.inference_mode()
@@ -196,6 +195,16 @@ def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console
     return row
 
 
+def load_cpu_kernel(console: Console) -> None:
+    """Load the fused C++ kernel before any timing, building it first if it is missing (an
+    explicit step of this command, said in the log), so every timed call runs one strategy."""
+    missing = cpu_build.disabled_reason() is None and cpu_build.find_built_library() is None
+    if missing and cpu_build.compiler() is not None:
+        console.print("Building the fused C++ FFF kernel (up to a minute, once; `make kernels`)...")
+    if not cpu_build.load(build_missing=True):
+        console.print(f"[yellow]fused_cpu unavailable: {cpu_build.unavailable_reason()}[/yellow]")
+
+
 def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.DataFrame:
     """Run ``cfg.mode``; write the CSV and plots into ``run_dir``, log to W&B; return the rows."""
     validate(cfg)
@@ -211,8 +220,7 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
         cfg.extra_fff_strategies
     )
     if "fff" in cfg.implementations and wants_kernel and devices[0].type == "cpu":
-        console.print("Loading the fused C++ FFF kernel (built on first use, then cached)...")
-        fff_fast.load_fused_kernel()
+        load_cpu_kernel(console)
 
     rows = []
     for device in devices:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastff.layers import kernels
 from fastff.layers.activations import ActivationSpec, make_activation
 from fastff.layers.fff_soft import (
     leaf_mixture,
@@ -31,9 +32,6 @@ from fastff.layers.validation import (
     check_int,
     check_probability,
 )
-
-HARD_GATHER_BUDGET_BYTES = 64 * 2**20
-"""Upper bound on the per-input leaf weights gathered at once by the plain hard path."""
 
 HARDENING_REDUCTIONS = ("mean", "sum")
 PARAMETER_NAMES = ("node_weights", "node_biases", "w1s", "b1s", "w2s", "b2s")
@@ -222,44 +220,41 @@ class FFF(nn.Module):
         y = torch.addmm(mixture @ self.b2s, weighted, self.w2s.reshape(-1, self.out_features))
         return y.view(*x.shape[:-1], self.out_features)
 
-    def hard_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Hard routing to one leaf per input, (..., D) -> (..., O); no dropout or region leak."""
+    def hard_forward(self, x: torch.Tensor, strategy: str | None = None) -> torch.Tensor:
+        """Hard routing to one leaf per input, (..., D) -> (..., O); no dropout or region leak.
+
+        Args:
+            x: input (..., D).
+            strategy: how to compute it: ``"auto"``, ``"plain"``, ``"grouped"`` or
+                ``"fused_cpu"`` (see :mod:`fastff.layers.kernels`); None (default) uses
+                :attr:`hard_strategy`, as the eval-mode forward does.
+
+        Raises:
+            ValueError: an unknown strategy, or a forced one that cannot compute this call.
+        """
         check_input(x, self.in_features, "FFF")
         self._aux_loss = None
-        y = self._hard_forward_2d(x.reshape(-1, self.in_features))
+        x2d = x.reshape(-1, self.in_features)
+        y = kernels.hard_forward_2d(self, x2d, self.hard_strategy if strategy is None else strategy)
         return y.reshape(*x.shape[:-1], self.out_features)
+
+    @property
+    def hard_strategy(self) -> str:
+        """Strategy of the eval-mode forward and of ``hard_forward(x)``, default ``"auto"``.
+
+        Assign ``"plain"``, ``"grouped"`` or ``"fused_cpu"`` to force one (ValueError if
+        unknown). Not part of the state_dict.
+        """
+        return self.__dict__.get("_hard_strategy", "auto")
+
+    @hard_strategy.setter
+    def hard_strategy(self, name: str) -> None:
+        self.__dict__["_hard_strategy"] = kernels.check_strategy(name)
 
     def leaf_indices(self, x: torch.Tensor) -> torch.Tensor:
         """Index in [0, 2**d) of the leaf each input reaches by hard routing, (..., D) -> (...)."""
         check_input(x, self.in_features, "FFF")
         return self._route(x.reshape(-1, self.in_features)).view(x.shape[:-1])
-
-    def _hard_forward_2d(self, x2d: torch.Tensor) -> torch.Tensor:
-        """Hard forward on a flat batch, (B, D) -> (B, O), by the fastest applicable strategy.
-
-        ``self.hard_strategy`` (default ``"auto"``) forces one of ``fastff.layers.fff_fast
-        .STRATEGIES``; see that module for the strategies and how ``auto`` chooses.
-        """
-        from fastff.layers import fff_fast
-
-        return fff_fast.hard_forward_2d(self, x2d, getattr(self, "hard_strategy", "auto"))
-
-    def _hard_forward_plain(self, x2d: torch.Tensor) -> torch.Tensor:
-        """Vectorised hard forward, (B, D) -> (B, O): route, then evaluate only the leaf reached.
-
-        The reached leaves' weights are gathered per input, in batch chunks that keep the gathered
-        copies below ``HARD_GATHER_BUDGET_BYTES``.
-        """
-        leaves = self._route(x2d)  # (B,)
-        per_input = self.leaf_width * (self.in_features + self.out_features)
-        chunk = max(1, HARD_GATHER_BUDGET_BYTES // (per_input * self.w1s.element_size()))
-        outputs = [
-            self._evaluate_leaves(x_part, leaf_part)
-            for x_part, leaf_part in zip(x2d.split(chunk), leaves.split(chunk), strict=True)
-        ]
-        if len(outputs) == 1:
-            return outputs[0]
-        return torch.cat(outputs) if outputs else x2d.new_zeros((0, self.out_features))
 
     def _route(self, x2d: torch.Tensor) -> torch.Tensor:
         """Leaf reached by each input, (B, D) -> (B,) long; right where the node logit is >= 0."""
@@ -269,12 +264,6 @@ class FFF(nn.Module):
             logits = torch.einsum("bd,bd->b", x2d, node_weights[node]) + node_biases[node, 0]
             node = 2 * node + 1 + (logits >= 0).long()
         return node - self.n_nodes
-
-    def _evaluate_leaves(self, x2d: torch.Tensor, leaves: torch.Tensor) -> torch.Tensor:
-        """Leaf ``leaves[i]`` applied to ``x2d[i]`` for every i, (B, D), (B,) -> (B, O)."""
-        hidden = torch.bmm(x2d.unsqueeze(1), self.w1s[leaves]).squeeze(1) + self.b1s[leaves]
-        hidden = self.activation(hidden)  # (B, l)
-        return torch.bmm(hidden.unsqueeze(1), self.w2s[leaves]).squeeze(1) + self.b2s[leaves]
 
     def _node_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(node_weights (N, D), node_biases (N, 1)), detached when the tree is frozen."""

@@ -26,7 +26,7 @@
 
 namespace {
 
-// Activation codes; fastff/layers/fff_fast.py maps torch modules to these.
+// Activation codes; fastff/layers/kernels/cpu_fused.py maps torch modules to these.
 enum Activation : int64_t {
   kIdentity = 0,
   kRelu = 1,

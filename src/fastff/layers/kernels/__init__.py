@@ -1,0 +1,130 @@
+"""Hard-inference strategies of :class:`fastff.layers.FFF` and the registry ``auto`` picks from.
+
+Every strategy computes ``FFF.hard_forward`` on a flat batch, (B, D) -> (B, O): route each input
+to one leaf (right where the node logit is >= 0, :meth:`FFF.leaf_indices`), then evaluate only
+that leaf. One module per strategy:
+
+- ``plain`` (:mod:`.plain`): gather each input's leaf weights, in memory-bounded chunks. Any
+  device and dtype, autograd.
+- ``grouped`` (:mod:`.grouped`): sort inputs by leaf, one matmul pair per reached leaf. Any device
+  and dtype, autograd.
+- ``fused_cpu`` (:mod:`.cpu_fused`, built by :mod:`.cpu_build`): a C++ kernel; CPU
+  float32/float64, inference only, and only once built (``python -m fastff.layers.kernels
+  build`` or ``make kernels``; ``make install`` builds it too).
+
+``auto`` runs the first *preferred* strategy (compiled kernels, in registration order) that can
+compute the call, else ``grouped`` when at least :data:`GROUPED_MIN_INPUTS_PER_LEAF` inputs per
+leaf are expected, else ``plain``. The choice is a function of the layer, the input's shape,
+device and dtype and the grad mode; whether the C++ kernel is usable is decided once per process
+(the first call it could serve loads an existing build, synchronously) and never changes after
+that unless the user builds or loads it explicitly. No strategy, and no choice, starts a process
+or a thread. A CUDA/Triton kernel would be one more module here, registered with
+``preferred=True`` and an ``unsupported`` check that refuses non-CUDA inputs.
+
+Force a strategy per call with ``layer.hard_forward(x, strategy="grouped")`` or for the eval-mode
+forward with ``layer.hard_strategy = "grouped"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from fastff.layers.kernels import cpu_fused, grouped, plain
+
+if TYPE_CHECKING:
+    from fastff.layers.fff import FFF
+
+GROUPED_MIN_INPUTS_PER_LEAF = 32
+"""``auto`` groups by leaf when batch / 2**depth reaches this many inputs per leaf."""
+
+
+def _runs_everywhere(layer: FFF, x2d: torch.Tensor) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One hard-inference strategy.
+
+    Attributes:
+        name: what ``hard_forward(x, strategy=...)`` and ``layer.hard_strategy`` accept.
+        forward: ``(layer, x2d (B, D)) -> (B, O)``.
+        unsupported: ``(layer, x2d) -> reason or None``: why it cannot compute this call.
+        preferred: ``auto`` runs it wherever it can (compiled kernels).
+    """
+
+    name: str
+    forward: Callable[[FFF, torch.Tensor], torch.Tensor]
+    unsupported: Callable[[FFF, torch.Tensor], str | None] = _runs_everywhere
+    preferred: bool = False
+
+
+REGISTRY: dict[str, Strategy] = {}
+"""Registered strategies by name, in registration order."""
+
+
+def register(strategy: Strategy) -> Strategy:
+    """Add a strategy (a new name; ``"auto"`` is reserved) and return it."""
+    if strategy.name == "auto" or strategy.name in REGISTRY:
+        raise ValueError(f"hard strategy name {strategy.name!r} is taken")
+    REGISTRY[strategy.name] = strategy
+    return strategy
+
+
+register(Strategy("plain", plain.hard_forward))
+register(Strategy("grouped", grouped.hard_forward))
+register(Strategy("fused_cpu", cpu_fused.hard_forward, cpu_fused.unsupported_reason, True))
+
+
+def strategy_names() -> tuple[str, ...]:
+    """``"auto"`` and every registered strategy."""
+    return ("auto", *REGISTRY)
+
+
+def check_strategy(name: object) -> str:
+    """``name`` if it is a strategy name, else ValueError listing them."""
+    if not isinstance(name, str) or (name != "auto" and name not in REGISTRY):
+        raise ValueError(f"hard strategy must be one of {list(strategy_names())}, got {name!r}")
+    return name
+
+
+def select(layer: FFF, x2d: torch.Tensor) -> str:
+    """The strategy ``auto`` runs for ``layer`` on the flat batch ``x2d`` (B, D)."""
+    for strategy in REGISTRY.values():
+        if strategy.preferred and strategy.unsupported(layer, x2d) is None:
+            return strategy.name
+    if x2d.shape[0] >= GROUPED_MIN_INPUTS_PER_LEAF * layer.n_leaves:
+        return "grouped"
+    return "plain"
+
+
+def hard_forward_2d(layer: FFF, x2d: torch.Tensor, strategy: str = "auto") -> torch.Tensor:
+    """Hard forward of ``layer`` on a flat batch (B, D) -> (B, O) with ``strategy``.
+
+    Raises:
+        ValueError: an unknown strategy, or one that cannot compute this call (e.g.
+            ``fused_cpu`` with gradients required, on CUDA, or without a build).
+    """
+    if strategy == "auto":
+        return REGISTRY[select(layer, x2d)].forward(layer, x2d)
+    chosen = REGISTRY[check_strategy(strategy)]
+    reason = chosen.unsupported(layer, x2d)
+    if reason is not None:
+        raise ValueError(f"hard strategy {strategy!r} cannot run this call: {reason}")
+    return chosen.forward(layer, x2d)
+
+
+__all__ = [
+    "GROUPED_MIN_INPUTS_PER_LEAF",
+    "REGISTRY",
+    "Strategy",
+    "check_strategy",
+    "hard_forward_2d",
+    "register",
+    "select",
+    "strategy_names",
+]
