@@ -33,12 +33,8 @@ def _get(cfg: DictConfig, key: str) -> Any:
 
 def _positive_number(cfg: DictConfig, key: str, *, allow_zero: bool = False) -> None:
     value = _get(cfg, key)
-    if value is None:
-        return
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{key} must be a finite number {bound}, got {value!r}")
+    if value is not None:
+        validation.check_number(key, value, 0, math.inf, open_low=not allow_zero, open_high=True)
 
 
 def _integer(cfg: DictConfig, key: str, minimum: int) -> None:
@@ -96,8 +92,10 @@ def _check_train_config(cfg: DictConfig) -> None:
         _monitor(cfg, "scheduler.monitor")
         _integer(cfg, "scheduler.scheduler.patience", 0)
         factor = _get(cfg, "scheduler.scheduler.factor")
-        if factor is not None and not 0 < factor < 1:
-            raise ConfigError(f"scheduler.scheduler.factor must be in (0, 1), got {factor!r}")
+        if factor is not None:
+            validation.check_number(
+                "scheduler.scheduler.factor", factor, 0, 1, open_low=True, open_high=True
+            )
     if cfg.get("logger") and cfg.logger.get("wandb"):
         resolve_wandb_mode(cfg.logger.wandb.get("mode"))
     check_layer_config(cfg.layer)

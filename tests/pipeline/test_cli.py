@@ -101,7 +101,7 @@ def test_eval_missing_checkpoint_is_a_clear_error(tmp_path: Path):
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("optimizer.lr=-1", "error: optimizer.lr must be a finite number > 0"),
+        ("optimizer.lr=-1", "error: optimizer.lr must be a number in (0, inf)"),
         ("data.normalization=foo", "error: data.normalization must be one of"),
         ("layer.activation=nonsense", "error: layer.activation must be"),
         ("layer.region_leak=1.5", "error: layer.region_leak must be a number in [0, 1]"),

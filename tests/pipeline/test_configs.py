@@ -131,9 +131,9 @@ def test_table1_protocol_settings(make_cfg):
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("optimizer.lr=-1", "optimizer.lr must be a finite number > 0"),
-        ("optimizer.lr=abc", "optimizer.lr must be a finite number > 0"),
-        ("optimizer.lr=nan", "optimizer.lr must be a finite number > 0"),
+        ("optimizer.lr=-1", "optimizer.lr must be a number in (0, inf)"),
+        ("optimizer.lr=abc", "optimizer.lr must be a number in (0, inf)"),
+        ("optimizer.lr=nan", "optimizer.lr must be a number in (0, inf)"),
         ("layer.width=48", "layer.width=48 must be layer.leaf_width=16 times a power of two"),
         ("layer.leaf_width=0", "layer.leaf_width must be an integer >= 1"),
         ("layer.depth=3", "layer.width=64 disagrees with layer.leaf_width=16 and layer.depth=3"),
@@ -147,7 +147,7 @@ def test_table1_protocol_settings(make_cfg):
         ("data.batch_size=0", "data.batch_size must be an integer >= 1"),
         ("callbacks.early_stopping.patience=0", "callbacks.early_stopping.patience must be"),
         ("callbacks.model_checkpoint.monitor=val/ac", "callbacks.model_checkpoint.monitor must"),
-        ("scheduler=plateau scheduler.scheduler.factor=2", "scheduler.scheduler.factor must be"),
+        ("scheduler=plateau scheduler.scheduler.factor=2", "scheduler.scheduler.factor must be a number in (0, 1)"),
         ("scheduler=plateau scheduler.monitor=acc", "scheduler.monitor must be one of"),
         ("logger.wandb.mode=cloud", "logger.wandb.mode must be one of"),
         ("seed=1.5", "seed must be an integer"),

@@ -16,7 +16,7 @@ from fastff.data.errors import DatasetError
 from fastff.data.splits import train_val_split
 from fastff.data.tensor_dataset import ImageTensorDataset, collate_batch
 from fastff.data.transforms import NORMALIZATIONS, make_augmentation, normalization_stats
-from fastff.layers.validation import check_int
+from fastff.layers.validation import check_bool, check_choice, check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -36,33 +36,6 @@ class OfficialSplits:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     pixel_max: float
-
-
-def _check_bool(key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false, got {value!r}")
-    return value
-
-
-def _check_number(
-    key: str,
-    value: object,
-    low: float,
-    high: float,
-    *,
-    open_low: bool = False,
-    open_high: bool = False,
-) -> float:
-    """Return ``value`` as float if it lies between ``low`` and ``high``, else raise ValueError."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        ok = (value > low if open_low else value >= low) and (
-            value < high if open_high else value <= high
-        )
-    if not ok:
-        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-        raise ValueError(f"{key} must be a number in {interval}, got {value!r}")
-    return float(value)
 
 
 class ClassificationDataModule(LightningDataModule, abc.ABC):
@@ -119,21 +92,17 @@ class ClassificationDataModule(LightningDataModule, abc.ABC):
         if eval_batch_size is None:
             eval_batch_size = max(self.batch_size, 1024)
         self.eval_batch_size = check_int("data.eval_batch_size", eval_batch_size, 1)
-        self.val_fraction = _check_number(
+        self.val_fraction = check_number(
             "data.val_fraction", val_fraction, 0.0, 1.0, open_low=True, open_high=True
         )
         self.seed = check_int("data.seed", seed, 0)
         self.num_workers = check_int("data.num_workers", num_workers, 0)
-        self.pin_memory = _check_bool("data.pin_memory", pin_memory)
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"data.normalization must be one of {list(NORMALIZATIONS)}, got {normalization!r}"
-            )
-        self.normalization = normalization
-        self.augment = _check_bool("data.augment", augment)
-        self.hflip = self.hflip_default if hflip is None else _check_bool("data.hflip", hflip)
-        self.affine_degrees = _check_number("data.affine_degrees", affine_degrees, 0.0, 180.0)
-        self.affine_translate = _check_number("data.affine_translate", affine_translate, 0.0, 1.0)
+        self.pin_memory = check_bool("data.pin_memory", pin_memory)
+        self.normalization = check_choice("data.normalization", normalization, NORMALIZATIONS)
+        self.augment = check_bool("data.augment", augment)
+        self.hflip = self.hflip_default if hflip is None else check_bool("data.hflip", hflip)
+        self.affine_degrees = check_number("data.affine_degrees", affine_degrees, 0.0, 180.0)
+        self.affine_translate = check_number("data.affine_translate", affine_translate, 0.0, 1.0)
         self.affine_scale = self._check_scale(affine_scale)
         self.train_set: ImageTensorDataset | None = None
         self.train_eval_set: ImageTensorDataset | None = None

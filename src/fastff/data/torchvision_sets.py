@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from fastff.data.base import ClassificationDataModule, OfficialSplits
 from fastff.data.sources import SOURCES, TorchvisionSource, download, missing_error
+from fastff.layers.validation import check_bool
 
 
 class TorchvisionDataModule(ClassificationDataModule):
@@ -37,9 +38,8 @@ class TorchvisionDataModule(ClassificationDataModule):
         check_integrity: bool = True,
         **kwargs: Any,
     ) -> None:
-        for key, value in (("download", download), ("check_integrity", check_integrity)):
-            if not isinstance(value, bool):
-                raise ValueError(f"data.{key} must be true or false, got {value!r}")
+        check_bool("data.download", download)
+        check_bool("data.check_integrity", check_integrity)
         super().__init__(data_dir, **kwargs)
         self.download = download
         self.check_integrity = check_integrity

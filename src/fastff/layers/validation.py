@@ -20,6 +20,7 @@ __all__ = [
     "check_input",
     "check_int",
     "check_nonnegative_number",
+    "check_number",
     "check_probability",
 ]
 
@@ -55,8 +56,30 @@ def check_nonnegative_number(name: str, value: object) -> float:
 def check_bool(name: str, value: object) -> bool:
     """Return ``value`` if it is a bool (not merely truthy), else raise ValueError naming it."""
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool, got {value!r}")
+        raise ValueError(f"{name} must be true or false, got {value!r}")
     return value
+
+
+def check_number(
+    name: str,
+    value: object,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> float:
+    """Return ``value`` as float if it is a number between ``low`` and ``high`` (ends included
+    unless ``open_low`` / ``open_high``); else raise ValueError naming ``name`` and the interval."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    if ok:
+        ok = (value > low if open_low else value >= low) and (
+            value < high if open_high else value <= high
+        )
+    if not ok:
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
 
 
 def check_choice(name: str, value: T, choices: Iterable[T]) -> T:
