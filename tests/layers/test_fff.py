@@ -344,3 +344,18 @@ def test_deepcopy_and_pickle_after_a_training_forward():
     restored = pickle.loads(pickle.dumps(fff))
     x = torch.randn(5, 6)
     torch.testing.assert_close(restored.soft_forward(x), fff.soft_forward(x), rtol=0, atol=0)
+
+
+def test_eval_path_soft_runs_the_mixture_in_eval_mode():
+    torch.manual_seed(0)
+    fff = FFF(6, 3, leaf_width=2, depth=3, dropout=0.5, region_leak=0.5).eval()
+    x = torch.randn(9, 6)
+    hard = fff(x)
+    fff.eval_path = "soft"
+    soft = fff(x)
+    fff.eval_path = "hard"
+    torch.testing.assert_close(soft, fff_soft_oracle(fff, x)[0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(soft, hard)
+    torch.testing.assert_close(fff(x), hard, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="eval_path must be one of"):
+        fff.eval_path = "fuzzy"

@@ -34,6 +34,7 @@ from fastff.layers.validation import (
 )
 
 HARDENING_REDUCTIONS = ("mean", "sum")
+EVAL_PATHS = ("hard", "soft")
 PARAMETER_NAMES = ("node_weights", "node_biases", "w1s", "b1s", "w2s", "b2s")
 REFERENCE_IGNORED_KEYS = ("node_usage", "leaf_usage")
 
@@ -195,10 +196,22 @@ class FFF(nn.Module):
 
     # -------------------------------------------------------------------------------- forwards
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., D) -> (..., O): :meth:`soft_forward` when training, else :meth:`hard_forward`."""
-        if self.training:
+        """(..., D) -> (..., O): :meth:`soft_forward` when training, else :meth:`hard_forward`
+        (or the soft mixture where :attr:`eval_path` is ``"soft"``)."""
+        if self.training or self.eval_path == "soft":
             return self.soft_forward(x)
         return self.hard_forward(x)
+
+    @property
+    def eval_path(self) -> str:
+        """What the eval-mode forward computes: ``"hard"`` (default: one leaf per input) or
+        ``"soft"`` (the mixture of all leaves without dropout or region leak, e.g. to measure how
+        much accuracy hardening keeps)."""
+        return self.__dict__.get("_eval_path", "hard")
+
+    @eval_path.setter
+    def eval_path(self, path: str) -> None:
+        self.__dict__["_eval_path"] = check_choice("eval_path", path, EVAL_PATHS)
 
     def soft_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Soft mixture of all leaves, (..., D) -> (..., O); records aux_loss and node_entropy.

@@ -29,14 +29,14 @@ def fff_layers(model: nn.Module) -> list[tuple[str, FFF]]:
 @contextlib.contextmanager
 def soft_inference(model: nn.Module) -> Iterator[None]:
     """Within the block, every FFF in ``model`` runs its soft mixture forward, whatever the mode."""
-    layers = [m for _, m in fff_layers(model)]
+    layers = {layer: layer.eval_path for _, layer in fff_layers(model)}
     for layer in layers:
-        layer.forward = layer.soft_forward
+        layer.eval_path = "soft"
     try:
         yield
     finally:
-        for layer in layers:
-            del layer.forward
+        for layer, path in layers.items():
+            layer.eval_path = path
 
 
 def level_entropies(model: nn.Module) -> dict[str, float]:
