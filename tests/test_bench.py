@@ -14,8 +14,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from fastff.benchmark import runner
-from fastff.benchmark.modes import reference_unavailable_reason
+from fastff.bench import runner
+from fastff.bench.modes import MODES, reference_unavailable_reason
 from fastff.layers import kernels
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -151,7 +151,7 @@ def test_wandb_offline_run_in_run_dir(tmp_path):
         ("implementations=[ff,dense]", "implementations must be"),
         ("fff_strategy=fastest", "fff_strategy"),
         ("dtype=int8", "dtype must be one of"),
-        ("threads=0", "threads must be a positive number"),
+        ("threads=0", "threads must be an integer >= 1"),
         ("device=tpu", "device must be one of"),
     ],
 )
@@ -196,3 +196,48 @@ def test_entry_point_writes_csv_in_hydra_run_dir(tmp_path):
         [*command, "mode=nope"], capture_output=True, text=True, env=env, timeout=300
     )
     assert bad.returncode == 2 and "mode must be one of" in bad.stderr
+
+
+@pytest.mark.parametrize("moe_k", [1, 2, 3])
+def test_ideal_ratios_and_costs_follow_the_layers_sizes(moe_k):
+    d, o, leaf, depth, batch = 16, 8, 4, 3, 5
+    mode_cfg = {
+        "in_features": d,
+        "out_features": o,
+        "leaf_width": leaf,
+        "min_depth": depth,
+        "max_depth": depth,
+        "batch_sizes": [batch],
+        "moe_k": moe_k,
+    }
+    (case,) = MODES["paper_fig3"](mode_cfg, ["ff", "fff", "moe"])
+    experts, width = 2**depth, leaf * 2**depth
+    ff_macs = d * width + width * o
+    fff_macs = d * depth + d * leaf + leaf * o  # depth node dot products and one leaf
+    moe_macs = d * experts + moe_k * (d * leaf + leaf * o)  # the gate and k experts
+    assert case.ideal["ideal FF/FFF"] == pytest.approx(ff_macs / fff_macs)
+    assert case.ideal["ideal MoE/FFF"] == pytest.approx(moe_macs / fff_macs)
+    assert case.implementations["fff"].flops == 2 * fff_macs * batch
+    fff_params = (experts - 1) * (d + 1) + experts * (d * leaf + leaf + leaf * o + o)
+    assert case.implementations["fff"].weight_bytes == 4 * fff_params
+    built = case.build(["fff"])["fff"]
+    assert sum(p.numel() for p in built.parameters()) == fff_params
+
+
+def test_training_costs_count_every_node_and_leaf():
+    d, o, leaf, depth, batch = 12, 6, 2, 4, 3
+    mode_cfg = {
+        "in_features": d,
+        "out_features": o,
+        "leaf_width": leaf,
+        "depths": [depth],
+        "batch_sizes": [batch],
+        "moe_k": 2,
+        "hardening": 3.0,
+    }
+    (case,) = MODES["train"](mode_cfg, ["ff", "fff", "moe"])
+    width = leaf * 2**depth
+    soft_macs = d * (2**depth - 1) + d * width + width * o
+    assert case.kind == "training"
+    assert case.implementations["fff"].flops == 2 * 3 * soft_macs * batch
+    assert case.ideal["ideal FF/FFF"] == pytest.approx((d * width + width * o) / soft_macs)

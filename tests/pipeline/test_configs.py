@@ -147,7 +147,10 @@ def test_table1_protocol_settings(make_cfg):
         ("data.batch_size=0", "data.batch_size must be an integer >= 1"),
         ("callbacks.early_stopping.patience=0", "callbacks.early_stopping.patience must be"),
         ("callbacks.model_checkpoint.monitor=val/ac", "callbacks.model_checkpoint.monitor must"),
-        ("scheduler=plateau scheduler.scheduler.factor=2", "scheduler.scheduler.factor must be a number in (0, 1)"),
+        (
+            "scheduler=plateau scheduler.scheduler.factor=2",
+            "scheduler.scheduler.factor must be a number in (0, 1)",
+        ),
         ("scheduler=plateau scheduler.monitor=acc", "scheduler.monitor must be one of"),
         ("logger.wandb.mode=cloud", "logger.wandb.mode must be one of"),
         ("seed=1.5", "seed must be an integer"),

@@ -19,7 +19,7 @@ from fastff.hydra_app import config_dir, exit_on_user_error
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="bench")
 def main(cfg: DictConfig) -> None:
     """Console script ``fastff-bench``: run the configured mode in this run's output dir."""
-    from fastff.benchmark.runner import run, validate
+    from fastff.bench.runner import run, validate
 
     exit_on_user_error(lambda: validate(cfg), (ValueError,))
     run(cfg, Path(HydraConfig.get().runtime.output_dir))

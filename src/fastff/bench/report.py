@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fastff.benchmark.cases import COLUMN
+from fastff.bench.cases import COLUMN
 
 TIME_COLUMNS = [f"t_{label}_ms" for label in COLUMN.values()]
 SPEEDUP_COLUMNS = ["FF/FFF", "MoE/FFF", "ref/FFF"]

@@ -15,13 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from torch import nn
 
-from fastff.benchmark import report
-from fastff.benchmark.cases import COLUMN, IMPLEMENTATIONS, Case, ratio, torch_dtype
-from fastff.benchmark.checks import check_fff_hard, check_fff_soft
-from fastff.benchmark.modes import MODES, reference_unavailable_reason
-from fastff.benchmark.timing import time_interleaved
+from fastff.bench import report
+from fastff.bench.cases import COLUMN, IMPLEMENTATIONS, Case, ratio, torch_dtype
+from fastff.bench.checks import check_fff_hard, check_fff_soft
+from fastff.bench.modes import MODES, reference_unavailable_reason
+from fastff.bench.timing import time_interleaved
 from fastff.layers import kernels
 from fastff.layers.kernels import cpu_build
+from fastff.layers.validation import check_choice, check_int, check_number
 from fastff.tracking import resolve_wandb_mode
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -29,8 +30,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 def validate(cfg: DictConfig) -> None:
     """Raise one ValueError naming the first bad setting, before any work."""
-    if cfg.mode not in MODES:
-        raise ValueError(f"mode must be one of {sorted(MODES)}, got {cfg.mode!r}")
+    check_choice("mode", cfg.mode, sorted(MODES))
     if cfg.mode not in cfg.modes:
         raise ValueError(f"modes.{cfg.mode} is missing from the config")
     unknown = [name for name in cfg.implementations if name not in IMPLEMENTATIONS]
@@ -39,8 +39,7 @@ def validate(cfg: DictConfig) -> None:
             f"implementations must be a non-empty list from {list(IMPLEMENTATIONS)}, "
             f"got {list(cfg.implementations)}"
         )
-    if cfg.device not in DEVICES:
-        raise ValueError(f"device must be one of {list(DEVICES)}, got {cfg.device!r}")
+    check_choice("device", cfg.device, DEVICES)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device=cuda but CUDA is not available; use device=auto or cpu")
     torch_dtype(cfg.dtype)
@@ -50,16 +49,10 @@ def validate(cfg: DictConfig) -> None:
                 "fff_strategy / extra_fff_strategies must be in "
                 f"{list(kernels.strategy_names())}, got {strategy!r}"
             )
-    positive = {
-        "threads": cfg.threads,
-        "timing.repeats": cfg.timing.repeats,
-        "timing.min_run_time": cfg.timing.min_run_time,
-        "limits.memory_budget_gb": cfg.limits.memory_budget_gb,
-        "limits.max_gflop_per_call": cfg.limits.max_gflop_per_call,
-    }
-    for key, value in positive.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ValueError(f"{key} must be a positive number, got {value!r}")
+    check_int("threads", cfg.threads, 1)
+    check_int("timing.repeats", cfg.timing.repeats, 1)
+    for key in ("timing.min_run_time", "limits.memory_budget_gb", "limits.max_gflop_per_call"):
+        check_number(key, OmegaConf.select(cfg, key), 0, math.inf, open_low=True, open_high=True)
 
 
 def devices_for(setting: str) -> list[torch.device]:

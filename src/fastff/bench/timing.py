@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
-# torch.utils.benchmark imports cpp_extension, which warns about CUDA_HOME on CPU-only machines.
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-from torch.utils import benchmark  # noqa: E402
+
+@contextlib.contextmanager
+def _quiet_cpp_extension() -> Iterator[None]:
+    """torch.utils.benchmark imports cpp_extension, which warns about CUDA_HOME on CPU-only
+    machines; silence that logger while importing, then restore its level."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Within the block torch uses ``threads`` CPU threads; the previous count is restored."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def device_timer(device: torch.device) -> Callable[[], float]:
@@ -54,8 +75,31 @@ def time_interleaved(
     Returns:
         (median seconds by name, error message by name).
     """
+    with _quiet_cpp_extension():
+        from torch.utils import benchmark
+    with torch_threads(threads):
+        return _time_rounds(
+            calls,
+            benchmark.Timer,
+            device=device,
+            threads=threads,
+            min_run_time=min_run_time,
+            repeats=repeats,
+            warmup=warmup,
+        )
+
+
+def _time_rounds(
+    calls: dict[str, Callable[[], Any]],
+    timer_class: type,
+    *,
+    device: torch.device,
+    threads: int,
+    min_run_time: float,
+    repeats: int,
+    warmup: int,
+) -> tuple[dict[str, float], dict[str, str]]:
     errors: dict[str, str] = {}
-    torch.set_num_threads(threads)
     for name, call in calls.items():
         try:
             warm_up(call, warmup, budget_s=max(min_run_time, 1.0))
@@ -68,7 +112,7 @@ def time_interleaved(
         for name in names[shift:] + names[:shift]:
             if name in errors:
                 continue
-            timer = benchmark.Timer(
+            timer = timer_class(
                 stmt="call()",
                 globals={"call": calls[name]},
                 num_threads=threads,

@@ -16,6 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastff.layers import MoE
+from fastff.layers.validation import check_choice
+
 IMPLEMENTATIONS = ("ff", "fff", "moe", "reference")
 """Config names of the implementations; their result columns are ``COLUMN[name]``."""
 COLUMN = {"ff": "FF", "fff": "FFF", "moe": "MoE", "reference": "ref"}
@@ -76,41 +79,29 @@ class Case:
         return modules
 
 
-# ------------------------------------------------------------------------ cost formulas (MACs)
-def ff_params(d: int, w: int, o: int) -> int:
-    """Parameters of a dense FF d -> w -> o."""
-    return d * w + w + w * o + o
+# --------------------------------------------------------------------------------- costs
+def macs_per_input(layer: nn.Module, training: bool) -> int:
+    """Multiply-adds of one input through ``layer`` (an FF, FFF or MoE, e.g. built on the meta
+    device), from its size properties: ``in * size + width * out``.
+
+    Inference runs ``inference_size`` neurons of which ``inference_width`` feed the output (FFF: d
+    nodes and one leaf; MoE: the E gate neurons and k experts). Training runs ``training_size``
+    (soft FFF: every node and leaf), except that an MoE still evaluates only its k experts and
+    adds the noise matrix (E more neurons) when gating is noisy.
+    """
+    if training and not isinstance(layer, MoE):
+        size, width = layer.training_size, layer.training_width
+    else:
+        size, width = layer.inference_size, layer.inference_width
+    macs = layer.in_features * size + width * layer.out_features
+    if training and isinstance(layer, MoE) and layer.noisy_gating:
+        macs += layer.in_features * layer.num_experts
+    return macs
 
 
-def fff_params(d: int, o: int, leaf: int, depth: int) -> int:
-    """Parameters of an FFF: nodes (weight and bias) and 2**depth leaves d -> leaf -> o."""
-    leaves = 2**depth
-    return (leaves - 1) * (d + 1) + leaves * ff_params(d, leaf, o)
-
-
-def moe_params(d: int, o: int, experts: int, width: int) -> int:
-    """Parameters of an MoE: gate and noise matrices (d, E) and E experts d -> width -> o."""
-    return 2 * d * experts + experts * ff_params(d, width, o)
-
-
-def ff_macs(d: int, w: int, o: int) -> int:
-    """Multiply-adds of one input through a dense FF d -> w -> o."""
-    return d * w + w * o
-
-
-def fff_hard_macs(d: int, o: int, leaf: int, depth: int) -> int:
-    """Multiply-adds of one input through a hard FFF: depth node dot products and one leaf."""
-    return d * depth + ff_macs(d, leaf, o)
-
-
-def fff_soft_macs(d: int, o: int, leaf: int, depth: int) -> int:
-    """Multiply-adds of one input through a soft FFF: all nodes and all leaves."""
-    return d * (2**depth - 1) + ff_macs(d, leaf * 2**depth, o)
-
-
-def moe_eval_macs(d: int, o: int, experts: int, width: int, k: int) -> int:
-    """Multiply-adds of one input through an eval MoE: the gate and k experts."""
-    return d * experts + k * ff_macs(d, width, o)
+def n_params(layer: nn.Module) -> int:
+    """Number of parameters (works on the meta device)."""
+    return sum(p.numel() for p in layer.parameters())
 
 
 def bytes_of(params: int, training: bool) -> int:
@@ -118,7 +109,7 @@ def bytes_of(params: int, training: bool) -> int:
     return params * 4 * (2 if training else 1)
 
 
-def gflop(macs_per_input: int, batch: int, training: bool) -> float:
+def flops(macs_per_input: int, batch: int, training: bool) -> float:
     """FLOPs of one timed call: 2 per multiply-add, x3 for forward plus backward."""
     return 2.0 * macs_per_input * batch * (3 if training else 1)
 
@@ -133,6 +124,4 @@ def ratio(numerator: float, denominator: float) -> float:
 def torch_dtype(name: str) -> torch.dtype:
     """The torch dtype for a config name; ValueError naming ``dtype`` otherwise."""
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
-    if name not in dtypes:
-        raise ValueError(f"dtype must be one of {list(dtypes)}, got {name!r}")
-    return dtypes[name]
+    return dtypes[check_choice("dtype", name, dtypes)]

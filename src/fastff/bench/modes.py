@@ -1,0 +1,232 @@
+"""Benchmark modes: each turns its config section into a list of cases.
+
+A mode is a function ``(mode_cfg, implementations) -> list[Case]`` registered under its name with
+:func:`register_mode`; ``conf/bench.yaml`` has one section per mode under ``modes:``. A new mode
+(for example ``vit``) is a module that registers itself and is imported in
+``fastff.bench.__init__``, plus its config section.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from functools import partial
+from importlib.util import find_spec
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastff.bench.cases import Case, Implementation, bytes_of, flops, macs_per_input, n_params
+from fastff.layers import FFF
+from fastff.layers.fff import PARAMETER_NAMES
+from fastff.models import layer_builders
+
+Mode = Callable[[Mapping[str, Any], list[str]], list[Case]]
+MODES: dict[str, Mode] = {}
+
+
+def register_mode(name: str) -> Callable[[Mode], Mode]:
+    """Decorator registering a mode function under ``name``."""
+
+    def register(function: Mode) -> Mode:
+        MODES[name] = function
+        return function
+
+    return register
+
+
+def reference_unavailable_reason() -> str | None:
+    """Why the reference ``fastfeedforward`` package cannot be timed, or None."""
+    if find_spec("fastfeedforward") is None:
+        return "fastfeedforward is not installed (pip install fastfeedforward==0.2.1)"
+    return None
+
+
+# ------------------------------------------------------------------------------------ builders
+LayerFactory = Callable[..., nn.Module]
+"""``factory(in_features, out_features, device=None)``: one of the layer config builders."""
+
+
+def _layer_implementation(
+    name: str, factory: LayerFactory, d: int, o: int, batch: int, training: bool
+) -> Implementation:
+    """An implementation built by ``factory`` (the path the ``layer`` configs take), with its
+    weight bytes and FLOPs read from the same layer built on the meta device."""
+    sized = factory(d, o, device="meta")
+    build = (lambda built: _spread_gate(factory(d, o))) if name == "moe" else None
+    return Implementation(
+        name,
+        bytes_of(n_params(sized), training),
+        flops(macs_per_input(sized, training), batch, training),
+        build or (lambda built: factory(d, o)),
+    )
+
+
+def _spread_gate(moe: nn.Module) -> nn.Module:
+    """The MoE gate starts at zero (all experts tie); a trained-looking random gate spreads the
+    inputs over the experts as a trained router would, so dispatch is timed realistically."""
+    bound = 1.0 / math.sqrt(moe.in_features)
+    with torch.no_grad():
+        moe.w_gate.uniform_(-bound, bound)
+    return moe
+
+
+def _reference(built: dict[str, nn.Module]) -> nn.Module:
+    """A ``fastfeedforward.FFF`` sharing the parameter tensors of the already built FFF."""
+    import fastfeedforward
+
+    fff = built["fff"]
+    with torch.device("meta"):  # allocate nothing: every parameter is replaced below
+        reference = fastfeedforward.FFF(
+            input_width=fff.in_features,
+            leaf_width=fff.leaf_width,
+            output_width=fff.out_features,
+            depth=fff.depth,
+        )
+    for name in PARAMETER_NAMES:
+        setattr(reference, name, getattr(fff, name))
+    reference.depth = nn.Parameter(torch.tensor(fff.depth), requires_grad=False)
+    return reference
+
+
+def _factories(
+    *, leaf: int, depth: int, moe_k: int, training: bool, hardening: float
+) -> dict[str, LayerFactory]:
+    """The layer factories of one case: FFF (leaf, depth), FF of the same training width
+    leaf * 2**depth, MoE with 2**depth experts of width leaf, top-``moe_k``."""
+    experts = 2**depth
+    return {
+        "ff": partial(layer_builders.ff, width=leaf * experts),
+        "fff": partial(layer_builders.fff, leaf_width=leaf, depth=depth, hardening=hardening),
+        "moe": partial(
+            layer_builders.moe,
+            expert_width=leaf,
+            num_experts=experts,
+            k=min(moe_k, experts),
+            noisy_gating=training,
+        ),
+    }
+
+
+def _case(
+    mode: str,
+    wanted: list[str],
+    *,
+    d: int,
+    o: int,
+    leaf: int,
+    depth: int,
+    batch: int,
+    training: bool,
+    moe_k: int,
+    hardening: float = 0.0,
+) -> Case:
+    """One case: the wanted implementations (the reference shares the FFF's weights) timed on
+    eval-mode forwards, or on training steps when ``training``. The ideal ratios are the ratios
+    of FLOPs per call, from the layers' size properties."""
+    factories = _factories(
+        leaf=leaf, depth=depth, moe_k=moe_k, training=training, hardening=hardening
+    )
+    costed = {
+        name: _layer_implementation(name, factory, d, o, batch, training)
+        for name, factory in factories.items()
+    }
+    chosen = [name for name in wanted if name in (*factories, "reference")]
+    if "reference" in chosen and "fff" not in chosen:
+        chosen.insert(0, "fff")  # the reference borrows the FFF's weights
+    fff = costed["fff"]
+    implementations = {
+        name: costed.get(name)
+        or Implementation(
+            "reference", fff.weight_bytes, fff.flops, _reference, shares_weights_with="fff"
+        )
+        for name in chosen
+    }
+    return Case(
+        mode=mode,
+        params={
+            "batch": batch,
+            "in": d,
+            "out": o,
+            "leaf_width": leaf,
+            "depth": depth,
+            "training_width": leaf * 2**depth,
+        },
+        in_features=d,
+        batch=batch,
+        kind="training" if training else "inference",
+        implementations=implementations,
+        ideal={
+            "ideal FF/FFF": costed["ff"].flops / fff.flops,
+            "ideal MoE/FFF": costed["moe"].flops / fff.flops,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------- modes
+@register_mode("paper_fig3")
+def paper_fig3(cfg: Mapping[str, Any], wanted: list[str]) -> list[Case]:
+    """Figures 3-4: a BERT-base-sized layer (768 -> 768), FFF leaf width l and depth 1..D vs FF
+    of width l * 2**d and MoE with 2**d experts of width l, k = moe_k, in eval mode."""
+    return [
+        _case(
+            "paper_fig3",
+            wanted,
+            d=cfg["in_features"],
+            o=cfg["out_features"],
+            leaf=cfg["leaf_width"],
+            depth=depth,
+            batch=batch,
+            training=False,
+            moe_k=cfg["moe_k"],
+        )
+        for batch in cfg["batch_sizes"]
+        for depth in range(cfg["min_depth"], cfg["max_depth"] + 1)
+    ]
+
+
+@register_mode("table1")
+def table1(cfg: Mapping[str, Any], wanted: list[str]) -> list[Case]:
+    """Table 1 speed column: 784 -> 10, training widths x leaf widths (depth = log2(w / l)),
+    FFF hard inference vs FF of the same training width (MoE: 2**d experts of width l, k = 1)."""
+    return [
+        _case(
+            "table1",
+            wanted,
+            d=cfg["in_features"],
+            o=cfg["out_features"],
+            leaf=leaf,
+            depth=FFF.depth_for(width, leaf),
+            batch=batch,
+            training=False,
+            moe_k=1,
+        )
+        for batch in cfg["batch_sizes"]
+        for width in cfg["widths"]
+        for leaf in cfg["leaf_widths"]
+        if width >= leaf
+    ]
+
+
+@register_mode("train")
+def training_step(cfg: Mapping[str, Any], wanted: list[str]) -> list[Case]:
+    """Training step (soft forward + backward) at equal training width: FFF (soft mixture,
+    hardening loss) vs FF vs MoE (noisy top-k, 2**d experts of width l) vs the reference's
+    ``training_forward`` with entropies."""
+    return [
+        _case(
+            "train",
+            wanted,
+            d=cfg["in_features"],
+            o=cfg["out_features"],
+            leaf=cfg["leaf_width"],
+            depth=depth,
+            batch=batch,
+            training=True,
+            moe_k=cfg["moe_k"],
+            hardening=cfg["hardening"],
+        )
+        for batch in cfg["batch_sizes"]
+        for depth in cfg["depths"]
+    ]
