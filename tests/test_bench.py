@@ -241,3 +241,22 @@ def test_training_costs_count_every_node_and_leaf():
     assert case.kind == "training"
     assert case.implementations["fff"].flops == 2 * 3 * soft_macs * batch
     assert case.ideal["ideal FF/FFF"] == pytest.approx((d * width + width * o) / soft_macs)
+
+
+def test_timing_leaves_global_state_as_it_found_it():
+    code = (
+        "import logging, torch\n"
+        "logger = logging.getLogger('torch.utils.cpp_extension')\n"
+        "before = logger.level\n"
+        "from fastff.bench.timing import time_interleaved\n"
+        "import fastff.bench\n"
+        "assert logger.level == before, 'import changed a logger level'\n"
+        "torch.set_num_threads(1)\n"
+        "times, errors = time_interleaved({'add': lambda: torch.ones(3) + 1}, "
+        "device=torch.device('cpu'), threads=2, min_run_time=0.001, repeats=1, warmup=1)\n"
+        "assert set(times) == {'add'} and not errors\n"
+        "assert torch.get_num_threads() == 1, torch.get_num_threads()\n"
+        "assert logger.level == before\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

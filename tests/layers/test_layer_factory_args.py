@@ -49,11 +49,11 @@ def test_meta_device_gives_the_sizes_of_a_cpu_layer(name: str):
     assert describe(on_meta) == describe(on_cpu)
 
 
-@pytest.mark.parametrize("name", sorted(BUILDERS))
+@pytest.mark.parametrize("name", sorted(set(BUILDERS) - {"moe"}))
 def test_meta_layer_runs_a_training_forward_for_shapes(name: str):
+    """FF and FFF trace shapes on the meta device (MoE dispatch reads per-expert pair counts on
+    the host, so it needs real tensors)."""
     layer = BUILDERS[name](device="meta").train()
-    if isinstance(layer, MoE):
-        pytest.skip("MoE dispatch reads per-expert pair counts on the host")
     y = layer(torch.empty(2, 5, layer.in_features, device="meta"))
     assert y.shape == (2, 5, layer.out_features) and y.device.type == "meta"
 

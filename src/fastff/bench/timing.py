@@ -77,28 +77,27 @@ def time_interleaved(
     """
     with _quiet_cpp_extension():
         from torch.utils import benchmark
+
+    def make_timer(call: Callable[[], Any]) -> Any:
+        return benchmark.Timer(
+            stmt="call()", globals={"call": call}, num_threads=threads, timer=device_timer(device)
+        )
+
     with torch_threads(threads):
-        return _time_rounds(
-            calls,
-            benchmark.Timer,
-            device=device,
-            threads=threads,
-            min_run_time=min_run_time,
-            repeats=repeats,
-            warmup=warmup,
+        return _interleaved_rounds(
+            calls, make_timer, min_run_time=min_run_time, repeats=repeats, warmup=warmup
         )
 
 
-def _time_rounds(
+def _interleaved_rounds(
     calls: dict[str, Callable[[], Any]],
-    timer_class: type,
+    make_timer: Callable[[Callable[[], Any]], Any],
     *,
-    device: torch.device,
-    threads: int,
     min_run_time: float,
     repeats: int,
     warmup: int,
 ) -> tuple[dict[str, float], dict[str, str]]:
+    """The rounds of :func:`time_interleaved`, each callable timed by ``make_timer(call)``."""
     errors: dict[str, str] = {}
     for name, call in calls.items():
         try:
@@ -112,12 +111,7 @@ def _time_rounds(
         for name in names[shift:] + names[:shift]:
             if name in errors:
                 continue
-            timer = timer_class(
-                stmt="call()",
-                globals={"call": calls[name]},
-                num_threads=threads,
-                timer=device_timer(device),
-            )
+            timer = make_timer(calls[name])
             try:
                 rounds[name].append(timer.blocked_autorange(min_run_time=min_run_time).median)
             except Exception as error:
