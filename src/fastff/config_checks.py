@@ -51,7 +51,8 @@ def _monitor(cfg: DictConfig, key: str) -> None:
 
 def check_layer_config(layer_cfg: DictConfig) -> None:
     """Build the configured layer on the meta device (nothing allocated): unknown keys and values
-    the layer's constructor rejects raise ConfigError naming ``layer.<key>``."""
+    the layer's constructor rejects raise ConfigError naming ``layer.<key>``. A layer without a
+    width of its own (the ViT gives it one) is built when the model is."""
     target = layer_cfg.get("_target_")
     try:
         builder = get_method(target)
@@ -60,8 +61,9 @@ def check_layer_config(layer_cfg: DictConfig) -> None:
     try:
         if builder in BUILDERS:
             check_config_keys(builder, layer_cfg)
-        factory = instantiate(OmegaConf.to_container(layer_cfg, resolve=True))
-        factory(1, 1, device="meta")
+        if layer_cfg.get("width") is not None or layer_cfg.get("depth") is not None:
+            factory = instantiate(OmegaConf.to_container(layer_cfg, resolve=True))
+            factory(1, 1, device="meta")
     except LayerConfigError as err:
         raise ConfigError(str(err)) from None
 

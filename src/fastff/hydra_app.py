@@ -30,13 +30,20 @@ def instantiate_or_config_error(cfg: Any, key: str | None = None, **kwargs: Any)
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from fastff.config_checks import ConfigError
+    from fastff.models.layer_builders import LayerConfigError
 
     try:
         return instantiate(cfg, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, (ValueError, MisconfigurationException)):
-            raise ConfigError(f"{key}: {cause}" if key else str(cause)) from None
+            # A layer error names its ``layer.*`` key; others may name a ``<key>.*`` one.
+            named = (
+                key is None
+                or isinstance(cause, LayerConfigError)
+                or str(cause).startswith(f"{key}.")
+            )
+            raise ConfigError(str(cause) if named else f"{key}: {cause}") from None
         raise
 
 

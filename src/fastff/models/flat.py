@@ -17,6 +17,8 @@ class FlatNet(nn.Module):
         num_classes: number of classes (the layer's out_features).
         layer_factory: ``layer_factory(in_features, out_features) -> nn.Module``.
         name: config label, ignored.
+        layer_width: the layer config's default training width (``layer.width`` reads it),
+            ignored here.
     """
 
     def __init__(
@@ -25,6 +27,7 @@ class FlatNet(nn.Module):
         num_classes: int,
         layer_factory: Callable[[int, int], nn.Module],
         name: str = "flat",
+        layer_width: int | None = None,
     ) -> None:
         super().__init__()
         self.input_shape = tuple(input_shape)

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from fastff.hydra_app import instantiate_or_config_error
 from fastff.tracking import resolve_wandb_mode
 from fastff.training.module import ClassifierModule
 
@@ -21,9 +22,14 @@ def build_model(
     num_classes: int,
 ) -> nn.Module:
     """Instantiate the backbone of ``model_cfg`` hosting layers built from ``layer_cfg`` (a Hydra
-    partial: the backbone passes in_features and out_features)."""
-    return instantiate(
+    partial: the backbone passes in_features and out_features).
+
+    Raises:
+        ConfigError: a model or layer setting the backbone or layer refuses (naming the key).
+    """
+    return instantiate_or_config_error(
         _plain(model_cfg),
+        key="model",
         input_shape=tuple(input_shape),
         num_classes=num_classes,
         layer_factory=instantiate(_plain(layer_cfg)),

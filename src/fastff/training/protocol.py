@@ -21,6 +21,7 @@ import lightning as L
 
 TRAIN_ACC, VAL_ACC = "train_eval/acc", "val/acc"
 IMPROVEMENTS = "protocol/improvements"
+ENTROPY_PREFIX = "train/entropy/"
 
 
 @dataclass
@@ -33,6 +34,8 @@ class ProtocolTracker:
     ett_g: int | None = None
     improvements: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    """Per epoch: ``epoch``, ``train_acc``, ``val_acc`` (hard, fractions) and, for FFF models,
+    ``entropy/<layer>/level_<m>``: the epoch's mean node entropy of each hosted FFF per level."""
 
     def update(self, epoch: int, train_acc: float, val_acc: float) -> None:
         """Record 1-based ``epoch`` with its hard accuracies (fractions in [0, 1])."""
@@ -81,6 +84,14 @@ class PaperProtocol(L.Callback):
         metrics = trainer.callback_metrics
         train_acc = float(metrics[TRAIN_ACC]) if TRAIN_ACC in metrics else math.nan
         self.tracker.update(trainer.current_epoch + 1, train_acc, float(metrics[VAL_ACC]))
+        # The epoch's mean node entropy per hosted FFF and tree level (the paper's Figures 5-6).
+        self.tracker.history[-1].update(
+            {
+                key.removeprefix("train/"): float(value)
+                for key, value in metrics.items()
+                if key.startswith(ENTROPY_PREFIX)
+            }
+        )
         pl_module.log(IMPROVEMENTS, float(self.tracker.improvements))
         pl_module.log("protocol/M_A", self.tracker.best_train)
         pl_module.log("protocol/best_val_acc", self.tracker.best_val)
