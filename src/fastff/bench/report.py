@@ -122,9 +122,17 @@ def write_plots(frame: pd.DataFrame, run_dir: Path, mode: str) -> list[Path]:
 
 
 def log_wandb(
-    frame: pd.DataFrame, plots: list[Path], *, mode: str, project: str, run_dir: Path, config: dict
+    frame: pd.DataFrame,
+    plots: list[Path],
+    *,
+    mode: str,
+    project: str,
+    run_dir: Path,
+    config: dict,
+    summary: dict | None = None,
 ) -> None:
-    """One W&B run (job_type bench): the results table and the plots as images."""
+    """One W&B run (job_type bench): the results table, the plots as images and ``summary`` (the
+    headline speedups, so a W&B sweep sees its metric)."""
     import wandb
 
     run = wandb.init(mode=mode, dir=str(run_dir), project=project, config=config, job_type="bench")
@@ -132,5 +140,7 @@ def log_wandb(
         payload: dict[str, Any] = {"results": wandb.Table(dataframe=frame)}
         payload.update({f"plots/{p.stem}": wandb.Image(str(p)) for p in plots})
         run.log(payload)
+        if summary:
+            run.summary.update(summary)
     finally:
         run.finish()

@@ -4,7 +4,10 @@ the budgets, build, check correctness, time interleaved, and write the outputs."
 from __future__ import annotations
 
 import gc
+import json
 import math
+import os
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,9 @@ from fastff.layers.validation import check_choice, check_int, check_number
 from fastff.tracking import resolve_wandb_mode
 
 DEVICES = ("auto", "cpu", "cuda")
+SPEEDUPS = {"ff": "FF/FFF", "moe": "MoE/FFF", "ref": "ref/FFF"}
+"""Summary metric prefix -> speedup column: ``speedup_<name>_max`` / ``_median`` / ``_min``."""
+SUMMARY_SCHEMA_VERSION = 1
 
 
 def validate(cfg: DictConfig) -> None:
@@ -229,6 +235,8 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
     plots = report.write_plots(frame, run_dir, cfg.mode)
     console.print(f"Results: {csv_path}; plots: {', '.join(str(p) for p in plots)}")
 
+    summary = summary_metrics(frame, cfg)
+    write_summary(summary, run_dir)
     report.log_wandb(
         frame,
         plots,
@@ -236,5 +244,43 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
         project=cfg.wandb.project,
         run_dir=run_dir,
         config=OmegaConf.to_container(cfg, resolve=True),
+        summary=summary,
     )
     return frame
+
+
+def summary_metrics(frame: pd.DataFrame, cfg: DictConfig) -> dict[str, Any]:
+    """The run's headline numbers (``metrics.json`` and the W&B summary; a sweep's metric): per
+    speedup column the max, median and min over the checked rows, ``null`` where none was
+    measured, e.g. ``speedup_ff_max`` = the largest FF/FFF."""
+    summary: dict[str, Any] = {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "task": "bench",
+        "mode": cfg.mode,
+        "dtype": cfg.dtype,
+        "threads": cfg.threads,
+        "devices": sorted(set(frame["device"])) if "device" in frame else [],
+        "n_cases": len(frame),
+        "n_check_failed": int((~frame["check"].isin(["ok", "not checked"])).sum())
+        if "check" in frame
+        else 0,
+    }
+    for name, column in SPEEDUPS.items():
+        values = frame[column].dropna() if column in frame else pd.Series(dtype=float)
+        for stat in ("max", "median", "min"):
+            summary[f"speedup_{name}_{stat}"] = (
+                round(float(getattr(values, stat)()), 4) if len(values) else None
+            )
+    summary["csv"] = f"bench_{cfg.mode}.csv"
+    summary["status"] = "finished"
+    return summary
+
+
+def write_summary(summary: Mapping[str, Any], run_dir: Path) -> Path:
+    """Write ``summary`` to ``run_dir/metrics.json`` atomically (never half a file)."""
+    path = run_dir / "metrics.json"
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".metrics-", suffix=".json")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(summary, handle, indent=2)
+    os.replace(tmp, path)
+    return path
