@@ -147,7 +147,7 @@ def test_wandb_offline_run_in_run_dir(tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("mode=vit", "mode must be one of"),
+        ("mode=vitt", "mode must be one of"),
         ("implementations=[ff,dense]", "implementations must be"),
         ("fff_strategy=fastest", "fff_strategy"),
         ("dtype=int8", "dtype must be one of"),
@@ -260,3 +260,54 @@ def test_timing_leaves_global_state_as_it_found_it():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_vit_mode_times_the_layers_and_the_model(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        "mode=vit",
+        "modes.vit.image_shape=[1,8,8]",
+        "modes.vit.leaf_widths=[32,4]",
+        "modes.vit.batch_sizes=[2]",
+        "implementations=[ff,fff,moe]",
+    )
+    frame = runner.run(cfg, tmp_path)
+    assert sorted(zip(frame["part"], frame["leaf_width"], strict=True)) == [
+        ("layers", 4),
+        ("layers", 32),
+        ("model", 4),
+        ("model", 32),
+    ]
+    assert (frame["check"] == "ok").all()  # every block's FFF checked on its own tokens
+    assert (frame["tokens"] == 4 + 1).all()  # 2x2 patches of 4x4 pixels and the class token
+    assert frame["depth"].tolist() == [2, 2, 5, 5]
+    for column in ("t_FF_ms", "t_FFF_ms", "t_MoE_ms", "FF/FFF", "ideal FF/FFF"):
+        assert frame[column].notna().all(), column
+    layers = frame[frame["part"] == "layers"].set_index("leaf_width")
+    # 4 blocks x 5 tokens x 2 images; FF: 128 -> 128 -> 128; FFF: depth nodes and one leaf
+    ff_macs = 2 * 128 * 128
+    for leaf, depth in ((32, 2), (4, 5)):
+        fff_macs = 128 * depth + 2 * 128 * leaf
+        assert layers.loc[leaf, "ideal FF/FFF"] == pytest.approx(ff_macs / fff_macs)
+    assert (tmp_path / "bench_vit_speedups.png").stat().st_size > 0
+
+
+def test_vit_mode_catches_a_wrong_kernel_in_any_block(tmp_path, monkeypatch):
+    grouped = kernels.REGISTRY["grouped"]
+
+    def broken(layer, x2d):
+        return grouped.forward(layer, x2d) + 1e-2
+
+    monkeypatch.setitem(kernels.REGISTRY, "grouped", dataclasses.replace(grouped, forward=broken))
+    cfg = _cfg(
+        tmp_path,
+        "mode=vit",
+        "modes.vit.image_shape=[1,8,8]",
+        "modes.vit.leaf_widths=[8]",
+        "modes.vit.batch_sizes=[2]",
+        "implementations=[ff,fff]",
+        "fff_strategy=grouped",
+    )
+    frame = runner.run(cfg, tmp_path)
+    assert frame["check"].str.contains("differs from the plain path").all()
+    assert frame["FF/FFF"].isna().all()

@@ -4,6 +4,7 @@ Entry point: ``python -m fastff.bench`` (``conf/bench.yaml``). Modes live in
 :mod:`fastff.bench.modes`; :func:`fastff.bench.runner.run` runs one.
 """
 
+from fastff.bench import vit  # noqa: F401  (registers the vit mode)
 from fastff.bench.modes import MODES, register_mode
 from fastff.bench.runner import run
 

@@ -60,6 +60,8 @@ class Case:
             backward of ``output.sum() + aux_loss``).
         implementations: the layers to time, by name.
         ideal: ideal cost ratios by column name, e.g. ``{"ideal FF/FFF": 410.0}``.
+        make_input: returns the timed input on the CPU in float32 (called after seeding); None
+            for ``randn(batch, in_features)``.
     """
 
     mode: str
@@ -69,6 +71,13 @@ class Case:
     kind: str
     implementations: dict[str, Implementation]
     ideal: dict[str, float] = field(default_factory=dict)
+    make_input: Callable[[], torch.Tensor] | None = None
+
+    def timed_input(self) -> torch.Tensor:
+        """The input every implementation is timed on (CPU, float32)."""
+        if self.make_input is not None:
+            return self.make_input()
+        return torch.randn(self.batch, self.in_features)
 
     def build(self, names: list[str]) -> dict[str, nn.Module]:
         """Build the named implementations in order (weight sharers after their source)."""

@@ -19,6 +19,7 @@ IDEAL_COLUMNS = ["ideal FF/FFF", "ideal MoE/FFF"]
 SHOWN = [
     "device",
     "dtype",
+    "part",
     "batch",
     "depth",
     "leaf_width",
@@ -66,18 +67,31 @@ def write_csv(frame: pd.DataFrame, run_dir: Path, mode: str) -> Path:
     return path
 
 
+def _x_column(frame: pd.DataFrame) -> str:
+    """The plots' x axis: the training width, or the leaf width where every row shares one
+    training width (the vit mode)."""
+    if "training_width" in frame and frame["training_width"].nunique() > 1:
+        return "training_width"
+    return "leaf_width"
+
+
 def _groups(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """One curve group per (device, dtype, batch, leaf width), sorted by training width."""
-    keys = ["device", "dtype", "batch", "leaf_width"]
+    """One curve group per (device, dtype, batch, leaf width) (per part instead of leaf width
+    where the x axis is the leaf width), sorted along the x axis."""
+    x = _x_column(frame)
+    keys = ["device", "dtype", "batch", "part" if "part" in frame else "leaf_width"]
+    if x == "leaf_width":
+        keys = [key for key in keys if key != "leaf_width"]
     groups = []
     for values, group in frame.groupby(keys, sort=True):
         label = ", ".join(f"{k} {v}" for k, v in zip(keys, values, strict=True))
-        groups.append((label, group.sort_values("training_width")))
+        groups.append((label, group.sort_values(x)))
     return groups
 
 
 def write_plots(frame: pd.DataFrame, run_dir: Path, mode: str) -> list[Path]:
-    """Time vs training width (log-log) and speedups vs training width, one panel per group."""
+    """Time and speedups vs training width (log-log; vs leaf width in the vit mode), one panel per
+    group."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,6 +100,7 @@ def write_plots(frame: pd.DataFrame, run_dir: Path, mode: str) -> list[Path]:
     groups = _groups(frame)
     if not groups:
         return []
+    x = _x_column(frame)
     paths = []
     for kind, columns in (("times", TIME_COLUMNS), ("speedups", SPEEDUP_COLUMNS)):
         columns = [c for c in columns if c in frame.columns] + (
@@ -98,17 +113,15 @@ def write_plots(frame: pd.DataFrame, run_dir: Path, mode: str) -> list[Path]:
             for column in columns:
                 values = group[column].astype(float)
                 if values.notna().any():
-                    axis.plot(group["training_width"], values, marker="o", label=column)
+                    axis.plot(group[x], values, marker="o", label=column)
             if kind == "speedups":
                 for column in IDEAL_COLUMNS:
                     if column in group and group[column].notna().any():
-                        axis.plot(
-                            group["training_width"], group[column], linestyle="--", label=column
-                        )
+                        axis.plot(group[x], group[column], linestyle="--", label=column)
                 axis.axhline(1.0, color="grey", linewidth=0.8)
             axis.set_xscale("log", base=2)
             axis.set_yscale("log")
-            axis.set_xlabel("training width")
+            axis.set_xlabel(x.replace("_", " "))
             axis.set_ylabel("median time per call (ms)" if kind == "times" else "speedup (x)")
             axis.set_title(label, fontsize=9)
             axis.grid(True, which="both", alpha=0.3)

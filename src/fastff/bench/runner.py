@@ -23,7 +23,7 @@ from fastff.bench.cases import COLUMN, IMPLEMENTATIONS, Case, ratio, torch_dtype
 from fastff.bench.checks import check_fff_hard, check_fff_soft
 from fastff.bench.modes import MODES, reference_unavailable_reason
 from fastff.bench.timing import time_interleaved
-from fastff.layers import kernels
+from fastff.layers import FFF, kernels
 from fastff.layers.kernels import cpu_build
 from fastff.layers.validation import check_choice, check_int, check_number
 from fastff.tracking import resolve_wandb_mode
@@ -136,33 +136,40 @@ def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console
     training = case.kind == "training"
     for module in modules.values():
         module.to(device=device, dtype=dtype).train(training)
-    x = torch.randn(case.batch, case.in_features, device=device, dtype=dtype)
+    x = case.timed_input().to(device=device, dtype=dtype)
     hardening = float(cfg.modes[cfg.mode].get("hardening", 0.0))
     calls = {
         COLUMN[name]: _call(name, module, x, case, hardening) for name, module in modules.items()
     }
 
     row["check"] = "not checked"
-    if "fff" in modules:
-        fff = modules["fff"]
-        fff.hard_strategy = cfg.fff_strategy
-        if training:
-            if "reference" in modules:
-                row["check"] = check_fff_soft(fff, modules["reference"], x) or "ok"
-        else:
-            with torch.inference_mode():
-                row["fff_strategy"] = (
-                    kernels.select(fff, x) if cfg.fff_strategy == "auto" else cfg.fff_strategy
-                )
-            failures = [
-                check_fff_hard(fff, x, strategy, cfg.check.oracle_rows)
-                for strategy in [row["fff_strategy"], *cfg.extra_fff_strategies]
-            ]
-            row["check"] = "; ".join(f for f in failures if f) or "ok"
+    if "fff" in modules and training:
+        if "reference" in modules:
+            row["check"] = check_fff_soft(modules["fff"], modules["reference"], x) or "ok"
+    elif "fff" in modules:
+        fff_inputs = fff_layer_inputs(modules["fff"], x)
+        for layer, _ in fff_inputs:
+            layer.hard_strategy = cfg.fff_strategy
+        first, first_input = fff_inputs[0]
+        with torch.inference_mode():
+            row["fff_strategy"] = (
+                kernels.select(first, first_input)
+                if cfg.fff_strategy == "auto"
+                else cfg.fff_strategy
+            )
+        failures = [
+            check_fff_hard(layer, inputs, strategy, cfg.check.oracle_rows)
+            for layer, inputs in fff_inputs
+            for strategy in [row["fff_strategy"], *cfg.extra_fff_strategies]
+        ]
+        row["check"] = "; ".join(f for f in failures if f) or "ok"
+        if len(fff_inputs) == 1:
             for strategy in cfg.extra_fff_strategies:
-                calls[f"FFF[{strategy}]"] = lambda s=strategy, layer=fff, inputs=x: (
+                calls[f"FFF[{strategy}]"] = lambda s=strategy, layer=first, inputs=x: (
                     layer.hard_forward(inputs, s)
                 )
+        elif cfg.extra_fff_strategies:
+            notes["FFF[...]"] = "extra_fff_strategies are timed for single layers only"
 
     grad_mode = torch.enable_grad() if training else torch.inference_mode()
     with grad_mode:
@@ -192,6 +199,28 @@ def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console
     del modules, calls, x
     gc.collect()
     return row
+
+
+def fff_layer_inputs(module: nn.Module, x: torch.Tensor) -> list[tuple[FFF, torch.Tensor]]:
+    """Every FFF in ``module`` (the module itself, or the layers of a model) with the flat input
+    (B, D) it receives when ``module`` runs on ``x`` in eval mode."""
+    if isinstance(module, FFF):
+        return [(module, x.reshape(-1, module.in_features))]
+    seen: list[tuple[FFF, torch.Tensor]] = []
+    handles = [
+        layer.register_forward_pre_hook(
+            lambda layer, args: seen.append((layer, args[0].reshape(-1, layer.in_features)))
+        )
+        for layer in module.modules()
+        if isinstance(layer, FFF)
+    ]
+    try:
+        with torch.inference_mode():
+            module(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
 
 
 def load_cpu_kernel(console: Console) -> None:
