@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from omegaconf import DictConfig
+from pipeline_utils import compose_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,3 +28,15 @@ def _isolated_wandb(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("MPLBACKEND", "Agg")
     os.environ.setdefault("PYTHONHASHSEED", "0")
     yield
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose ``conf/<name>.yaml`` (default ``train``) with overrides; each call gets its own
+    output dir under ``tmp_path``."""
+    runs = iter(range(1_000))
+
+    def make(*overrides: str, name: str = "train") -> DictConfig:
+        return compose_config(name, overrides, tmp_path / f"run{next(runs)}")
+
+    return make
