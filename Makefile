@@ -22,10 +22,10 @@ install: $(STAMP)  ## create .venv, install fastff with dev extras, build the C+
 kernels: $(STAMP)  ## build the fused C++ CPU kernel for FFF inference now (fails on a build error)
 	$(BIN)/python -m fastff.layers.kernels build
 
-train: $(STAMP)  ## train the default experiment (FFF on digits); extra Hydra overrides via ARGS="..."
+train: install  ## train the default experiment (FFF on digits); extra Hydra overrides via ARGS="..."
 	$(BIN)/python -m fastff.train $(ARGS)
 
-eval: $(STAMP)  ## evaluate a checkpoint: make eval ARGS="ckpt_path=outputs/.../last.ckpt"
+eval: install  ## evaluate a checkpoint: make eval ARGS="ckpt_path=outputs/.../last.ckpt"
 	$(BIN)/python -m fastff.eval $(ARGS)
 
 bench: $(STAMP)  ## inference-speed benchmark (FFF vs FF vs MoE vs reference); ARGS="mode=table1"
