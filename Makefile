@@ -1,12 +1,15 @@
 # fastff make targets. `make help` lists them.
 PYTHON ?= python3
+# W&B's sweep engine, installed without its declared numpy<2 (it runs with numpy 2; its real
+# runtime dependencies are in pyproject.toml). Keep in step with fastff.sweep.SWEEPS_VERSION.
+SWEEPS_PIN := sweeps==0.3.0
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install kernels train eval bench data test test-fast gpu-check lint format clean
+.PHONY: help install kernels train eval bench sweep data test test-fast gpu-check lint format clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -14,6 +17,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(SWEEPS_PIN)"
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv, install fastff with dev extras, build the C++ CPU kernel (quick when done)
@@ -30,6 +34,10 @@ eval: install  ## evaluate a checkpoint: make eval ARGS="ckpt_path=outputs/.../l
 
 bench: $(STAMP)  ## inference-speed benchmark (FFF vs FF vs MoE vs reference); ARGS="mode=table1"
 	$(BIN)/python -m fastff.bench $(ARGS)
+
+sweep: $(STAMP)  ## run (or resume) a W&B sweep file locally: make sweep SWEEP=sweeps/table1_digits.yaml ARGS="--jobs 2"
+	@test -n "$(SWEEP)" || { echo "usage: make sweep SWEEP=sweeps/<name>.yaml [ARGS=\"--jobs 2\"]"; exit 2; }
+	$(BIN)/python -m fastff.sweep $(SWEEP) $(ARGS)
 
 data: $(STAMP)  ## download the paper's datasets into data/ (needs internet)
 	$(BIN)/python -m fastff.data.fetch $(ARGS)

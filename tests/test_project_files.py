@@ -37,3 +37,22 @@ def test_make_help_lists_the_targets():
     out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True).stdout
     for target in ("install", "train", "eval", "bench", "data", "test", "lint", "format", "clean"):
         assert f"make {target} " in out, target
+
+
+def test_make_install_adds_the_sweeps_engine_without_its_numpy_pin():
+    """`sweeps` declares numpy<2; fastff installs it with --no-deps (pinned to the tested
+    release) and lists its real runtime dependencies itself, in pyproject and environment.yml."""
+    from fastff.sweep import SWEEPS_VERSION
+
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"SWEEPS_PIN := sweeps=={SWEEPS_VERSION}" in makefile
+    assert '--no-deps "$(SWEEPS_PIN)"' in makefile
+    environment = (ROOT / "environment.yml").read_text()
+    assert f"pip install --no-deps sweeps=={SWEEPS_VERSION}" in environment
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {_name(r) for r in project["dependencies"]}
+    assert {"jsonschema", "jsonref", "pydantic", "pyyaml", "scipy", "scikit-learn"} <= names
+    assert "sweeps" not in names
+    assert project["scripts"]["fastff-sweep"] == "fastff.sweep.cli:main"
+    out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert "make sweep " in out

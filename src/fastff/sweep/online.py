@@ -85,6 +85,9 @@ def run_online(
         entity = wandb.Api().default_entity
     path = sweep_path(sweep_id, entity, project)
     command = agent_command(path, count)
-    console.print(f"Sweep: {sweep_url(path)}")
-    console.print(f"More agents (any machine with fastff and a W&B login): {' '.join(command)}")
+    console.print(f"Sweep: {sweep_url(path)}", soft_wrap=True)
+    console.print(
+        f"More agents (any machine with fastff and a W&B login): {' '.join(command)}",
+        soft_wrap=True,
+    )
     return int(runner(command))
