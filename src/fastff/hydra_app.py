@@ -1,11 +1,14 @@
-"""Shared plumbing of the Hydra entry points: where conf/ is, clean exits on user errors."""
+"""Shared plumbing of the Hydra entry points: where conf/ is, clean exits on user errors and
+signals, a quiet console (library chatter goes to the run's log file only)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,6 +55,93 @@ def exit_on_user_error(func: Callable[[], T], errors: tuple[type[BaseException],
     try:
         return func()
     except errors as err:
-        log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        _exit_with_line(f"error: {err}", 2)
+
+
+class StopRun(Exception):
+    """A run that stopped for a reason one line explains (exit status 1); ``status`` is what its
+    metrics.json says."""
+
+    status = "failed"
+    exit_status = 1
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGINT arrived (``timeout``, ``docker stop``, SLURM, Ctrl-C).
+
+    A BaseException, so no ``except Exception`` swallows it; entry points exit with 128 + signal
+    number (143 for SIGTERM, 130 for SIGINT) once the run's results are written.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = int(signum)
+        super().__init__(f"stopped by {signal.Signals(self.signum).name}")
+
+
+@contextlib.contextmanager
+def signals_raise_terminated() -> Iterator[None]:
+    """Within the block SIGTERM and SIGINT raise :class:`Terminated` in the main thread (Lightning
+    composes its own SIGTERM handler with this one while it fits)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    previous = {}
+    with contextlib.suppress(ValueError):  # not the main thread: leave the signals alone
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def run_entry_point(func: Callable[[], T], user_errors: tuple[type[BaseException], ...]) -> T:
+    """Run an entry point's work with honest exit statuses and one line per failure.
+
+    - a user error (one of ``user_errors``): ``error: <key> ...``, status 2;
+    - a :class:`StopRun` (e.g. divergence): ``error: ...``, status 1;
+    - SIGTERM / SIGINT: one line, status 128 + signal number.
+
+    In a Hydra multirun, a user error or StopRun of one job is recorded (see
+    :class:`MultirunReport`) and the remaining jobs still run; a signal stops the multirun.
+    """
+    try:
+        with signals_raise_terminated():
+            return func()
+    except user_errors as err:
+        return _job_failed(f"error: {err}", 2)
+    except StopRun as err:
+        return _job_failed(f"error: {err}", err.exit_status)
+    except Terminated as err:
+        _exit_with_line(f"fastff: {err}; the results so far are in metrics.json", 128 + err.signum)
+
+
+MULTIRUN_FAILURES: list[str] = []
+"""One line per failed job of the current Hydra multirun (read by :class:`MultirunReport`)."""
+
+
+def _job_failed(line: str, status: int) -> Any:
+    if _in_multirun():
+        from hydra.core.hydra_config import HydraConfig
+
+        job = HydraConfig.get().job
+        overrides = " ".join(job.override_dirname.split(",")) if job.override_dirname else ""
+        MULTIRUN_FAILURES.append(f"job #{job.num} ({overrides}): {line}")
+        print(line, file=sys.stderr)
+        return None
+    _exit_with_line(line, status)
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _exit_with_line(line: str, status: int) -> None:
+    log.error("%s", line)
+    print(line, file=sys.stderr)
+    sys.exit(status)

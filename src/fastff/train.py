@@ -18,55 +18,54 @@ from omegaconf import DictConfig, OmegaConf
 from fastff.config_checks import ConfigError, check_train_config
 from fastff.data.errors import DatasetError
 from fastff.data.protocol import ProtocolDataModule
-from fastff.hydra_app import config_dir, exit_on_user_error, instantiate_or_config_error
+from fastff.hydra_app import config_dir, instantiate_or_config_error, run_entry_point
 from fastff.models.sizes import model_sizes
 from fastff.training.builders import build_callbacks, build_loggers, build_model, build_module
+from fastff.training.guards import DivergenceGuard, EpochSeeding
 from fastff.training.protocol import PaperProtocol
 from fastff.training.results import provenance
-from fastff.training.run_results import RunResults
+from fastff.training.run_dir import resume_checkpoint
+from fastff.training.run_results import RunResults, is_smoke_test
 from fastff.training.summary import print_summary
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one configuration; return the results written to metrics.json."""
     check_train_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
     run = OmegaConf.to_container(cfg, resolve=True)
-
-    data = instantiate_or_config_error(cfg.data)
-    model = build_model(cfg.model, cfg.layer, data.input_shape, data.num_classes)
-    module = build_module(cfg, model, data)
-
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resume_checkpoint(run, output_dir)
     protocol = PaperProtocol()
     results = RunResults(
         output_dir / "metrics.json",
         protocol,
-        static={
-            "dataset": data.name,
-            "model": cfg.model.get("name"),
-            **model_sizes(model),
-            "seed": cfg.seed,
-            "output_dir": str(output_dir),
-            "config": run,
-            "provenance": provenance(),
-        },
+        static={"seed": cfg.seed, "output_dir": str(output_dir), "config": run},
         test=cfg.test,
+        smoke_test=is_smoke_test(cfg.trainer),
     )
-    loggers = build_loggers(cfg)
-    trainer: L.Trainer = instantiate_or_config_error(
-        cfg.trainer,
-        key="trainer",
-        callbacks=[protocol, results, *build_callbacks(cfg, loggers)],
-        logger=loggers or False,
-    )
-    for logger in trainer.loggers:
-        logger.log_hyperparams(run)
+    with results.guard():  # from here on metrics.json says how the run ended
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        data = instantiate_or_config_error(cfg.data)
+        model = build_model(cfg.model, cfg.layer, data.input_shape, data.num_classes)
+        module = build_module(cfg, model, data)
+        results.results |= {"dataset": data.name, "model": cfg.model.get("name")}
+        results.results |= {**model_sizes(model), "provenance": provenance()}
 
-    trainer.fit(module, datamodule=ProtocolDataModule(data), ckpt_path=cfg.get("ckpt_path"))
-    if cfg.test:
-        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-        trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)
+        loggers = build_loggers(cfg)
+        guards = [DivergenceGuard(), EpochSeeding(cfg.seed)]
+        trainer: L.Trainer = instantiate_or_config_error(
+            cfg.trainer,
+            key="trainer",
+            callbacks=[protocol, results, *guards, *build_callbacks(cfg, loggers)],
+            logger=loggers or False,
+        )
+        for logger in trainer.loggers:
+            logger.log_hyperparams(run)
+
+        trainer.fit(module, datamodule=ProtocolDataModule(data), ckpt_path=ckpt_path)
+        if cfg.test:
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+            trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)
     print_summary(results.results)
     return results.results
 
@@ -76,8 +75,8 @@ def main(cfg: DictConfig) -> float | None:
     """Console script ``fastff-train``; returns G_A for Hydra sweepers."""
     if HydraConfig.initialized():
         torch.set_float32_matmul_precision("high")
-    results = exit_on_user_error(lambda: train(cfg), (ConfigError, DatasetError))
-    return results.get("G_A")
+    results = run_entry_point(lambda: train(cfg), (ConfigError, DatasetError))
+    return (results or {}).get("G_A")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from fastff.data.errors import DatasetError
 from fastff.data.splits import train_val_split
@@ -216,10 +216,31 @@ class ClassificationDataModule(LightningDataModule, abc.ABC):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            sampler=EpochShuffle(len(dataset), self.seed) if shuffle else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate_batch,
         )
+
+
+class EpochShuffle(Sampler[int]):
+    """A random order of ``range(n)`` that is a function of ``(seed, epoch)`` alone.
+
+    Lightning calls ``set_epoch`` before every training epoch (DDP's sampler wrapper forwards it),
+    so a run resumed from a checkpoint sees exactly the orders an uninterrupted run sees, whatever
+    happened before.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())

@@ -1,13 +1,23 @@
 """A run's results as a Lightning callback: metrics.json (atomically) and the W&B summary.
 
-The callback writes once the run's last stage ends (the test, or the fit when there is no test)
-and whenever a stage raises, so a failed or interrupted run keeps the epochs it finished.
+The callback writes when the run starts (status ``running``: a run killed outright says so), once
+the run's last stage ends (the test, or the fit when there is no test) and whenever anything raises,
+from start-up on (:meth:`RunResults.guard`), so a failed or interrupted run keeps the epochs it
+finished. Statuses: ``finished``, ``smoke_test`` (``fast_dev_run`` or no training batches: never a
+result), ``diverged``, ``failed``, ``interrupted``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import signal
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +37,22 @@ class RunResults(L.Callback):
         protocol: the run's :class:`PaperProtocol` (M_A, ETT_M, ETT_G, history).
         static: results known before training (dataset, layer sizes, seed, config, ...).
         test: whether a test stage follows the fit (it then writes the final results).
+        smoke_test: the run only checks the pipeline (``fast_dev_run``, no training batches): it
+            ends with status ``smoke_test``, never ``finished``.
     """
 
     def __init__(
-        self, path: str | Path, protocol: PaperProtocol, static: dict[str, Any], test: bool
+        self,
+        path: str | Path,
+        protocol: PaperProtocol,
+        static: dict[str, Any],
+        test: bool,
+        smoke_test: bool = False,
     ) -> None:
         self.path = Path(path)
         self.protocol = protocol
         self.test = test
+        self.smoke_test = smoke_test
         self.started = time.time()
         self.results: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
@@ -47,10 +65,28 @@ class RunResults(L.Callback):
             "status": "running",
         }
         self.written = False
+        self.fallback: Path | None = None
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Write metrics.json (status ``running``) now, and again with the reason if anything in
+        the block raises before a trainer hook has recorded it (start-up, W&B, data loading)."""
+        self.write()
+        try:
+            yield
+        except BaseException as err:
+            if self.results["status"] == "running":
+                self.record_exception(err)
+                self.finish(None, status_of(err))
+            raise
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.test:
-            self.finish(trainer, "finished")
+            self.finish(trainer, self.done_status)
+
+    @property
+    def done_status(self) -> str:
+        return "smoke_test" if self.smoke_test else "finished"
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.results["checkpoint"] = trainer.ckpt_path
@@ -59,14 +95,19 @@ class RunResults(L.Callback):
         metrics = trainer.callback_metrics
         self.results["G_A"] = percent(_item(metrics.get("test/acc")))
         self.results["test_acc_soft"] = percent(_item(metrics.get("test/acc_soft")))
-        self.finish(trainer, "finished")
+        self.finish(trainer, self.done_status)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        stopped = isinstance(exception, (KeyboardInterrupt, SystemExit))
+        self.record_exception(exception)
+        self.finish(trainer, status_of(exception))
+
+    def record_exception(self, exception: BaseException) -> None:
         self.results["error"] = f"{type(exception).__name__}: {exception}"
-        self.finish(trainer, "interrupted" if stopped else "failed")
+        signum = getattr(exception, "signum", None)
+        if signum is not None:
+            self.results["signal"] = signal.Signals(signum).name
 
     def finish(self, trainer: L.Trainer | None, status: str) -> dict[str, Any]:
         """Record ``status`` and the protocol's results, write metrics.json and the W&B summary."""
@@ -78,11 +119,63 @@ class RunResults(L.Callback):
             "wall_time_s": round(time.time() - self.started, 3),
             "status": status,
         }
-        write_json_atomic(self.path, self.results)
+        if not is_rank_zero():
+            return self.results  # rank 0 alone writes results
+        self.write()
         self.written = True
         if trainer is not None:
             _finish_wandb(trainer.loggers, self.results)
         return self.results
+
+    def write(self) -> Path:
+        """Write metrics.json; if that fails, print the results and write them to a fallback
+        file in the temporary folder, naming it in one warning line. Only rank 0 writes."""
+        if not is_rank_zero():
+            return self.path
+        try:
+            return write_json_atomic(self.path, self.results)
+        except OSError as err:
+            if self.fallback is None:
+                fd, name = tempfile.mkstemp(prefix="fastff-metrics-", suffix=".json")
+                os.close(fd)
+                self.fallback = Path(name)
+            fallback = self.fallback
+            fallback.write_text(json.dumps(self.results, indent=2, default=str) + "\n")
+            print(json.dumps(_headline(self.results), default=str), file=sys.stderr)
+            print(
+                f"warning: cannot write {self.path} ({err.strerror or err}); the results above "
+                f"are also in {fallback}",
+                file=sys.stderr,
+            )
+            return Path(fallback)
+
+
+def is_smoke_test(trainer_cfg: Any) -> bool:
+    """Whether the trainer settings only check the pipeline: ``fast_dev_run`` or no training
+    batches (``limit_train_batches=0``)."""
+    return bool(trainer_cfg.get("fast_dev_run")) or trainer_cfg.get("limit_train_batches") == 0
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is the global rank 0 (or the only process)."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def status_of(exception: BaseException) -> str:
+    """metrics.json's status for a run stopped by ``exception``."""
+    from fastff.hydra_app import StopRun, Terminated
+
+    if isinstance(exception, StopRun):
+        return exception.status
+    if isinstance(exception, (Terminated, KeyboardInterrupt, SystemExit)):
+        return "interrupted"
+    return "failed"
+
+
+def _headline(results: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in results.items() if k in RESULT_KEYS or k in ("epochs", "error")}
 
 
 def _item(value: Any) -> float | None:
