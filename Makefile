@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install kernels train eval bench sweep data test test-fast gpu-check lint format clean
+.PHONY: help install kernels train eval export bench sweep data test test-fast gpu-check lint format clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ train: install  ## train the default experiment (FFF on digits); extra Hydra ove
 
 eval: install  ## evaluate a checkpoint: make eval ARGS="ckpt_path=outputs/.../last.ckpt"
 	$(BIN)/python -m fastff.eval $(ARGS)
+
+export: install  ## export a checkpoint's hard path: make export ARGS="ckpt_path=... format=onnx output=model.onnx"
+	$(BIN)/python -m fastff.export $(ARGS)
 
 bench: $(STAMP)  ## inference-speed benchmark (FFF vs FF vs MoE vs reference); ARGS="mode=table1"
 	$(BIN)/python -m fastff.bench $(ARGS)

@@ -216,6 +216,29 @@ class MoE(nn.Module):
         self._lead_shape = tuple(x.shape[:-1])
         return y.reshape(*self._lead_shape, out)
 
+    def gathered_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The eval-mode forward with fixed shapes: the path ``fastff.export`` traces.
+
+        Top-k gating without noise, then the k selected experts' weights gathered per input
+        ((N * k, D, W) and (N * k, W, O)) and applied with batched matmuls: no host
+        synchronisation and no data-dependent shapes (``forward`` dispatches by expert counts),
+        so ``torch.export`` traces it with a dynamic batch. Equals ``forward(x)`` in eval mode;
+        no dropout, records nothing (``aux_loss``, ``gates``, ... stay as they were).
+
+        Shapes: (..., D) -> (..., O).
+        """
+        check_input(x, self.in_features, "MoE")
+        x2d = x.reshape(-1, self.in_features)
+        top = keep_top_k((x2d @ self.w_gate).float(), self.k)
+        experts = top.indices.reshape(-1)  # (N * k,) pair p = n * k + j
+        inputs = x2d.unsqueeze(1).expand(-1, self.k, -1).reshape(-1, 1, self.in_features)
+        w1, b1 = self.w1s.index_select(0, experts), self.b1s.index_select(0, experts)
+        hidden = self.activation(torch.baddbmm(b1.unsqueeze(1), inputs, w1))  # (N * k, 1, W)
+        w2, b2 = self.w2s.index_select(0, experts), self.b2s.index_select(0, experts)
+        pairs = torch.baddbmm(b2.unsqueeze(1), hidden, w2).view(-1, self.k, self.out_features)
+        y = (pairs * top.gates.to(pairs.dtype).unsqueeze(-1)).sum(1)  # (N, O)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
     def _route(self, x2d: torch.Tensor) -> TopK:
         """Noisy top-k gating of (N, D) inputs (float32); records the balancing losses."""
         num_experts = self.num_experts

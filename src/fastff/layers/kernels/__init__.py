@@ -11,6 +11,9 @@ that leaf. One module per strategy:
 - ``fused_cpu`` (:mod:`.cpu_fused`, built by :mod:`.cpu_build`): a C++ kernel; CPU
   float32/float64, inference only, and only once built (``python -m fastff.layers.kernels
   build`` or ``make kernels``; ``make install`` builds it too).
+- ``gather`` (:mod:`.gather`): one gather per tree level and one leaf gather, with no
+  data-dependent shapes: the path ``torch.export`` and ONNX export trace (``fastff.export``).
+  Any device and dtype, autograd; ``auto`` never picks it.
 
 ``auto`` runs the first *preferred* strategy (compiled kernels, in registration order) that can
 compute the call, else ``grouped`` when at least :data:`GROUPED_MIN_INPUTS_PER_LEAF` inputs per
@@ -33,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from fastff.layers.kernels import cpu_fused, grouped, plain
+from fastff.layers.kernels import cpu_fused, gather, grouped, plain
 
 if TYPE_CHECKING:
     from fastff.layers.fff import FFF
@@ -78,6 +81,7 @@ def register(strategy: Strategy) -> Strategy:
 register(Strategy("plain", plain.hard_forward))
 register(Strategy("grouped", grouped.hard_forward))
 register(Strategy("fused_cpu", cpu_fused.hard_forward, cpu_fused.unsupported_reason, True))
+register(Strategy("gather", gather.hard_forward))
 
 
 def strategy_names() -> tuple[str, ...]:
