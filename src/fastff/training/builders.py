@@ -75,10 +75,31 @@ def build_loggers(cfg: DictConfig) -> list:
             mode = resolve_wandb_mode(entry.get("mode"))
             if mode == "disabled":
                 continue
-            loggers.append(instantiate(entry, mode=mode))
+            loggers.append(wandb_logger(entry, mode))
         else:
             loggers.append(instantiate(entry))
     return loggers
+
+
+def wandb_logger(entry: DictConfig, mode: str) -> Any:
+    """A WandbLogger in ``mode``. Online, the W&B run starts now, within ``init_timeout`` seconds
+    (``logger.wandb.settings.init_timeout``); without a key, a network or a server it falls back to
+    offline with one warning line (``wandb sync`` uploads it later)."""
+    import sys
+
+    logger = instantiate(entry, mode=mode, _convert_="all")
+    if mode != "online":
+        return logger
+    try:
+        logger.experiment  # noqa: B018 - starts the W&B run (rank 0 only)
+    except Exception as err:  # no key, no network, no server: W&B raises its own errors
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(
+            f"warning: W&B online is unavailable ({reason}); recording offline instead",
+            file=sys.stderr,
+        )
+        logger = instantiate(entry, mode="offline", _convert_="all")
+    return logger
 
 
 def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
