@@ -145,3 +145,43 @@ def _exit_with_line(line: str, status: int) -> None:
     log.error("%s", line)
     print(line, file=sys.stderr)
     sys.exit(status)
+
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover - hydra < 1.1
+    _HydraCallback = object  # type: ignore[assignment,misc]
+
+
+class MultirunReport(_HydraCallback):
+    """Hydra callback of every entry point (``conf/hydra/default.yaml``).
+
+    Before the first job of a training multirun starts, every job's config is composed and
+    checked, so one bad value (``--multirun layer.leaf_width=8,48,16``) stops the multirun with
+    one line naming the job, before any work. A job that fails later (bad data, divergence) is
+    recorded, the remaining jobs run, and the multirun ends with status 1 listing the failures.
+    """
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        if config.get("task_name") != "train":
+            return
+        from hydra import compose
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from fastff.config_checks import ConfigError, check_train_config
+
+        parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        for batch in BasicSweeper.split_arguments(parsed, None):
+            for num, overrides in enumerate(batch):
+                try:
+                    check_train_config(
+                        compose(config_name=config.hydra.job.config_name, overrides=overrides)
+                    )
+                except ConfigError as err:
+                    _exit_with_line(f"error: job #{num} ({' '.join(overrides)}): {err}", 2)
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        if MULTIRUN_FAILURES:
+            lines = "\n".join(MULTIRUN_FAILURES)
+            _exit_with_line(f"{len(MULTIRUN_FAILURES)} job(s) of the multirun failed:\n{lines}", 1)
