@@ -62,10 +62,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         for logger in trainer.loggers:
             logger.log_hyperparams(run)
 
-        trainer.fit(module, datamodule=ProtocolDataModule(data), ckpt_path=ckpt_path)
+        datamodule = ProtocolDataModule(data)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if cfg.test:
             best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-            trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)
+            trainer.test(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
     print_summary(results.results)
     return results.results
 

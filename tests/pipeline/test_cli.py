@@ -162,3 +162,28 @@ def test_a_file_that_is_no_fastff_checkpoint_is_refused_in_one_line(tmp_path: Pa
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "is not a checkpoint written by fastff.train" in proc.stderr
+
+
+def test_checkpoints_load_without_running_code(default_run: Path, tmp_path: Path):
+    """torch.load(weights_only=True): a checkpoint that needs a pickled object is refused."""
+    import fractions
+
+    ckpt = torch.load(default_run / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["payload"] = fractions.Fraction(1, 3)  # any non-allow-listed object
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save(ckpt, foreign)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((default_run / "checkpoints" / "last.ckpt").read_bytes()[:1000])
+    for module, path, expected in [
+        ("fastff.eval", foreign, "needs the Python object fractions.Fraction"),
+        ("fastff.train", foreign, "needs the Python object fractions.Fraction"),
+        ("fastff.eval", truncated, "is not a readable checkpoint"),
+        ("fastff.train", truncated, "is not a readable checkpoint"),
+        ("fastff.train", tmp_path / "missing.ckpt", "no checkpoint file at"),
+    ]:
+        run_dir = tmp_path / f"{module}-{path.stem}"
+        proc = run_cli(module, f"ckpt_path={path}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert proc.returncode == 2, (module, path, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr
+        (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert line.startswith("error: ckpt_path:") and expected in line, line

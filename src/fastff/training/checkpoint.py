@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from typing import Any
 
 import torch
@@ -14,11 +16,33 @@ from fastff.training.builders import build_model
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """The raw checkpoint dict; raises FileNotFoundError / ValueError with the path named."""
+    """The raw checkpoint dict; raises FileNotFoundError / ValueError with the path named.
+
+    Loaded with ``torch.load(weights_only=True)``: a fastff checkpoint holds only tensors and plain
+    Python containers, numbers and strings, so a file that needs anything else (a pickled object,
+    which could run code) is refused with one line saying which type it wanted.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"ckpt_path: no checkpoint file at {os.fspath(path)!r}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    if "state_dict" not in ckpt or "config" not in ckpt.get("hyper_parameters", {}):
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        wanted = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = f"the Python object {wanted.group(1)}" if wanted else "a Python object"
+        raise ValueError(
+            f"ckpt_path: {os.fspath(path)!r} needs {what} to load, which a fastff checkpoint never "
+            "holds; refused (loading it could run code)"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(
+            f"ckpt_path: {os.fspath(path)!r} is not a readable checkpoint (truncated or not a "
+            f"torch file: {str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from None
+    if (
+        not isinstance(ckpt, dict)
+        or "state_dict" not in ckpt
+        or "config" not in ckpt.get("hyper_parameters", {})
+    ):
         raise ValueError(
             f"ckpt_path: {os.fspath(path)!r} is not a checkpoint written by fastff.train"
         )

@@ -31,6 +31,8 @@ def resume_checkpoint(config: dict[str, Any], output_dir: Path) -> str | None:
             configuration's run, or ``ckpt_path=last`` finds no checkpoint.
     """
     requested = config.get("ckpt_path")
+    if requested not in (None, "last"):
+        _check_readable(requested)
     last = output_dir / "checkpoints" / "last.ckpt"
     previous = _read_metrics(output_dir / "metrics.json")
     if previous is None:
@@ -62,6 +64,15 @@ def resume_checkpoint(config: dict[str, Any], output_dir: Path) -> str | None:
         return None
     log.info("resuming the %s run in %s from %s", status, output_dir, last)
     return str(last)
+
+
+def _check_readable(path: str) -> None:
+    from fastff.training.checkpoint import read_checkpoint
+
+    try:
+        read_checkpoint(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from None
 
 
 def _read_metrics(path: Path) -> dict[str, Any] | None:
