@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -41,8 +42,9 @@ def status_line(state: SweepState) -> str:
 
 
 def _short(value: Any) -> str:
+    """A parameter value for a table cell (escaped: ``[a,b]`` is not rich markup)."""
     text = str(value)
-    return text if len(text) <= 24 else text[:21] + "..."
+    return escape(text if len(text) <= 24 else text[:21] + "...")
 
 
 def trials_table(
@@ -65,7 +67,7 @@ def trials_table(
     for trial in trials:
         note = ""
         if trial.status == "failed":
-            note = f"exit {trial.exit_code}: {trial.error or ''}"
+            note = escape(f"exit {trial.exit_code}: {trial.error or ''}")
         table.add_row(
             trial.id,
             *(_short(trial.params.get(n, "")) for n in varying),

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from fastff.sweep.command import local_command
 from fastff.sweep.display import progress_bar, status_line, trials_table
@@ -304,9 +305,8 @@ class LocalRunner:
         else:
             trial.status = "failed"
             trial.error = last_error_line(run_dir / "stderr.log", run_dir / "stdout.log")
-            self.console.print(
-                f"[red]trial {trial.id} failed (exit {returncode}):[/red] {trial.error}"
-            )
+            reason = escape(trial.error or "")
+            self.console.print(f"[red]trial {trial.id} failed (exit {returncode}):[/red] {reason}")
         self.save()
 
     def stop_all(self, running: list[_Running]) -> None:
@@ -399,7 +399,7 @@ def summary_line(state: SweepState, sweep_dir: Path) -> str:
         f"{len(state.trials)} trials; state {sweep_dir / 'state.json'}"
     )
     if best is not None:
-        text += f"; best {metric} = {best.metric:.4g} (trial {best.id}: {best.params})"
+        text += f"; best {metric} = {best.metric:.4g} (trial {best.id}: {escape(str(best.params))})"
     return text
 
 
