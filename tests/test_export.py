@@ -306,3 +306,36 @@ def test_exported_vits_run_without_fastff(tmp_path):
         outputs = torch.load(tmp_path / f"{name}_out.pt")
         for fmt in export.FORMATS:
             torch.testing.assert_close(outputs[fmt], _hard(model, x), atol=ATOL, rtol=0)
+
+
+# ------------------------------------------------------------------- the bench's onnx column
+def test_bench_table1_has_the_onnx_columns(tmp_path):
+    """FF and FFF exported and run in ONNX Runtime beside the PyTorch columns, checked first."""
+    import pandas as pd
+    from hydra import compose, initialize_config_dir
+
+    from fastff.bench import runner
+    from fastff.hydra_app import config_dir
+
+    overrides = [
+        "mode=table1",
+        "modes.table1.in_features=20",
+        "modes.table1.widths=[8]",
+        "modes.table1.leaf_widths=[2]",
+        "modes.table1.batch_sizes=[16]",
+        "implementations=[ff,fff,ff_onnx,fff_onnx]",
+        "timing.min_run_time=0.01",
+        "timing.repeats=1",
+        "timing.warmup=1",
+        "wandb.mode=disabled",
+        "device=cpu",
+        f"paths.output_dir={tmp_path}",
+    ]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("bench", overrides=overrides)
+    runner.run(cfg, tmp_path)
+    row = pd.read_csv(tmp_path / "bench_table1.csv").iloc[0]
+    for column in ("t_FF_onnx_ms", "t_FFF_onnx_ms", "FF/FFF onnx"):
+        assert row[column] > 0, column
+    assert row["FF/FFF onnx"] == pytest.approx(row["t_FF_onnx_ms"] / row["t_FFF_onnx_ms"])
+    assert not isinstance(row["notes"], str) or "onnx" not in row["notes"]

@@ -19,9 +19,17 @@ from torch import nn
 from fastff.layers import MoE
 from fastff.layers.validation import check_choice
 
-IMPLEMENTATIONS = ("ff", "fff", "moe", "reference")
-"""Config names of the implementations; their result columns are ``COLUMN[name]``."""
-COLUMN = {"ff": "FF", "fff": "FFF", "moe": "MoE", "reference": "ref"}
+IMPLEMENTATIONS = ("ff", "fff", "moe", "reference", "ff_onnx", "fff_onnx")
+"""Config names of the implementations; their result columns are ``COLUMN[name]``. ``ff_onnx``
+and ``fff_onnx``: FF and FFF exported to ONNX and run in ONNX Runtime (eval modes only)."""
+COLUMN = {
+    "ff": "FF",
+    "fff": "FFF",
+    "moe": "MoE",
+    "reference": "ref",
+    "ff_onnx": "FF_onnx",
+    "fff_onnx": "FFF_onnx",
+}
 
 Builder = Callable[[dict[str, nn.Module]], nn.Module]
 """Builds one implementation's module; gets the modules built so far (to share weights)."""

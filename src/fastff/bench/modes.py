@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from functools import partial
 from importlib.util import find_spec
 from typing import Any
@@ -90,6 +91,15 @@ def _reference(built: dict[str, nn.Module]) -> nn.Module:
     return reference
 
 
+def _onnx_layer(
+    source: str, factory: LayerFactory, d: int, o: int, built: dict[str, nn.Module]
+) -> nn.Module:
+    """The ``source`` layer (the one already built, else a new one) in ONNX Runtime."""
+    from fastff.bench.onnx_impl import OnnxLayer
+
+    return OnnxLayer(built.get(source) or factory(d, o))
+
+
 def _factories(
     *, leaf: int, depth: int, moe_k: int, training: bool, hardening: float
 ) -> dict[str, LayerFactory]:
@@ -143,6 +153,12 @@ def _case(
         )
         for name in chosen
     }
+    if not training:  # the ONNX Runtime columns: the same layers exported (their own weights)
+        for name in ("ff_onnx", "fff_onnx"):
+            if name in wanted:
+                source = name.removesuffix("_onnx")
+                build = partial(_onnx_layer, source, factories[source], d, o)
+                implementations[name] = replace(costed[source], name=name, build=build)
     return Case(
         mode=mode,
         params={

@@ -14,7 +14,7 @@ from rich.table import Table
 from fastff.bench.cases import COLUMN
 
 TIME_COLUMNS = [f"t_{label}_ms" for label in COLUMN.values()]
-SPEEDUP_COLUMNS = ["FF/FFF", "MoE/FFF", "ref/FFF"]
+SPEEDUP_COLUMNS = ["FF/FFF", "MoE/FFF", "ref/FFF", "FF/FFF onnx"]
 IDEAL_COLUMNS = ["ideal FF/FFF", "ideal MoE/FFF"]
 SHOWN = [
     "device",

@@ -29,7 +29,7 @@ from fastff.layers.validation import check_choice, check_int, check_number
 from fastff.tracking import resolve_wandb_mode
 
 DEVICES = ("auto", "cpu", "cuda")
-SPEEDUPS = {"ff": "FF/FFF", "moe": "MoE/FFF", "ref": "ref/FFF"}
+SPEEDUPS = {"ff": "FF/FFF", "moe": "MoE/FFF", "ref": "ref/FFF", "onnx": "FF/FFF onnx"}
 """Summary metric prefix -> speedup column: ``speedup_<name>_max`` / ``_median`` / ``_min``."""
 SUMMARY_SCHEMA_VERSION = 1
 
@@ -191,6 +191,7 @@ def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console
     row["FF/FFF"] = ratio(row["t_FF_ms"], fff_time)
     row["MoE/FFF"] = ratio(row["t_MoE_ms"], fff_time)
     row["ref/FFF"] = ratio(row["t_ref_ms"], fff_time)
+    row["FF/FFF onnx"] = ratio(row["t_FF_onnx_ms"], row["t_FFF_onnx_ms"])
     row.update(case.ideal)
     row["notes"] = "; ".join(f"{COLUMN.get(k, k)} {v}" for k, v in notes.items())
     if not trusted:
