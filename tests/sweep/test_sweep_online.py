@@ -104,12 +104,12 @@ def test_a_trial_started_by_a_wandb_agent_goes_online(monkeypatch):
 
 
 def test_the_trials_wandb_logger_is_built_online_under_an_agent(monkeypatch, make_cfg):
-    from fastff.training.builders import build_loggers
+    from fastff.training import builders
 
+    requested: list[str] = []
+    monkeypatch.setattr(builders, "wandb_logger", lambda entry, mode: requested.append(mode))
     monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")
-    cfg = make_cfg("data=digits")
-    (logger,) = build_loggers(cfg)
-    assert logger._wandb_init["mode"] == "online"  # what wandb.init will be asked for
+    builders.build_loggers(make_cfg("data=digits"))
     monkeypatch.delenv("WANDB_SWEEP_ID")
-    (logger,) = build_loggers(make_cfg("data=digits"))
-    assert logger._wandb_init["mode"] == "offline"
+    builders.build_loggers(make_cfg("data=digits"))
+    assert requested == ["online", "offline"]  # what wandb.init is asked for
