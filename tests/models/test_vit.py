@@ -249,5 +249,5 @@ def test_offline_table3_fast_dev_run(make_cfg):
     results = train(
         make_cfg("experiment=table3_mnist5k", "layer=ff", "trainer.fast_dev_run=true", *QUICK)
     )
-    assert results["status"] == "finished" and results["dataset"] == "mnist5k"
+    assert results["status"] == "smoke_test" and results["dataset"] == "mnist5k"
     assert results["layer"] == "ff" and results["training_width"] == 128
