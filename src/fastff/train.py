@@ -20,12 +20,18 @@ from fastff.data.errors import DatasetError
 from fastff.data.protocol import ProtocolDataModule
 from fastff.hydra_app import config_dir, instantiate_or_config_error, run_entry_point
 from fastff.models.sizes import model_sizes
-from fastff.training.builders import build_callbacks, build_loggers, build_model, build_module
+from fastff.training.builders import (
+    build_callbacks,
+    build_loggers,
+    build_model,
+    build_module,
+    cluster_plugins,
+)
 from fastff.training.guards import DivergenceGuard, EpochSeeding
 from fastff.training.protocol import PaperProtocol
 from fastff.training.results import provenance
 from fastff.training.run_dir import resume_checkpoint
-from fastff.training.run_results import RunResults, is_smoke_test
+from fastff.training.run_results import RunResults, is_rank_zero, is_smoke_test
 from fastff.training.summary import print_summary
 
 
@@ -58,6 +64,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             key="trainer",
             callbacks=[protocol, results, *guards, *build_callbacks(cfg, loggers)],
             logger=loggers or False,
+            **cluster_plugins(cfg.trainer),
         )
         for logger in trainer.loggers:
             logger.log_hyperparams(run)
@@ -67,7 +74,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.test:
             best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
             trainer.test(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
-    print_summary(results.results)
+    if is_rank_zero():  # DDP: every rank runs train(); one summary
+        print_summary(results.results)
     return results.results
 
 

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from fastff.data.errors import DatasetError
 from fastff.data.splits import train_val_split
@@ -213,10 +213,16 @@ class ClassificationDataModule(LightningDataModule, abc.ABC):
         return self
 
     def _loader(self, dataset: ImageTensorDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        rank, world_size = distributed_rank()
+        sampler: Sampler[int] | None = None
+        if shuffle:
+            sampler = EpochShuffle(len(dataset), self.seed, rank, world_size)
+        elif world_size > 1:
+            sampler = EvalShard(len(dataset), rank, world_size)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochShuffle(len(dataset), self.seed) if shuffle else None,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -224,23 +230,60 @@ class ClassificationDataModule(LightningDataModule, abc.ABC):
         )
 
 
-class EpochShuffle(Sampler[int]):
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) in torch.distributed's default process group; (0, 1) without one.
+
+    Lightning's DDP strategies start the group before they ask for dataloaders, so the loaders
+    built in a DDP run shard themselves (below) and Lightning leaves their samplers alone.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class EpochShuffle(DistributedSampler):
     """A random order of ``range(n)`` that is a function of ``(seed, epoch)`` alone.
 
-    Lightning calls ``set_epoch`` before every training epoch (DDP's sampler wrapper forwards it),
-    so a run resumed from a checkpoint sees exactly the orders an uninterrupted run sees, whatever
-    happened before.
+    Lightning calls ``set_epoch`` before every training epoch, so a run resumed from a checkpoint
+    sees exactly the orders an uninterrupted run sees, whatever happened before. Under DDP
+    (``world_size`` > 1) every rank takes every ``world_size``-th index of that same order, the
+    order padded with its own first indices to a multiple of ``world_size`` (as PyTorch's
+    DistributedSampler does: every rank must run the same number of training steps).
+
+    A DistributedSampler subclass, so Lightning never wraps it in another one.
     """
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.n = n
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        order = torch.randperm(self.n, generator=generator).tolist()
+        if self.num_replicas == 1:
+            return iter(order)
+        while len(order) < self.total_size:
+            order += order[: self.total_size - len(order)]
+        return iter(order[self.rank : self.total_size : self.num_replicas])
+
+
+class EvalShard(DistributedSampler):
+    """Indices ``rank, rank + world_size, ...`` of ``range(n)``, in order and never padded.
+
+    The ranks' shards are disjoint and together hold every index exactly once, so accuracies that
+    torchmetrics sums over the ranks (validation, the training split, test) are those of the whole
+    split: the same as in one process. (PyTorch's DistributedSampler pads the last shards with
+    duplicates, which changes them.) Ranks may get one batch fewer than others; evaluation runs no
+    collective operation per batch, so that is fine.
+    """
+
+    def __init__(self, n: int, rank: int, world_size: int) -> None:
+        super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=False)
+        self.n = n
+        self.num_samples = len(range(rank, n, world_size))
+
+    def __iter__(self):
+        return iter(range(self.rank, self.n, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples

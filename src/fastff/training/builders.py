@@ -106,3 +106,18 @@ def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg)
+
+
+def cluster_plugins(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Trainer keyword arguments for the cluster this process runs in.
+
+    Under SLURM (e.g. ``hydra/launcher=slurm``) requeueing is submitit's: on its signal it requeues
+    the job, and the rerun resumes the run dir's ``last.ckpt`` (``fastff.training.run_dir``).
+    Lightning's own SLURM auto-requeue (SIGUSR1, ``hpc_ckpt_*.ckpt`` that it would load in
+    preference to ``last.ckpt``) is switched off, so exactly one mechanism requeues.
+    """
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    if trainer_cfg.get("plugins") is not None or not SLURMEnvironment.detect():
+        return {}
+    return {"plugins": [SLURMEnvironment(auto_requeue=False)]}

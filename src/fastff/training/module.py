@@ -96,7 +96,9 @@ class ClassifierModule(L.LightningModule):
             return
         self.val_acc.update(logits, y)
         loss = F.cross_entropy(logits.float(), y)
-        self.log("val/loss", loss, on_epoch=True, batch_size=n, add_dataloader_idx=False)
+        self.log(
+            "val/loss", loss, on_epoch=True, batch_size=n, add_dataloader_idx=False, sync_dist=True
+        )
         if self.log_soft_accuracy:
             self.val_acc_soft.update(self._soft_logits(x), y)
 
