@@ -62,7 +62,7 @@ def _accuracies(model: torch.nn.Module, loader, num_classes: int) -> tuple[float
 def test_ddp_cpu_run_reports_the_accuracies_of_one_process(tmp_path):
     """Train 1 epoch with 2 CPU processes (gloo) through the real command line, then evaluate the
     run's checkpoint in this one process: M_A, validation accuracy, G_A and the soft test accuracy
-    are identical (digits' splits have odd sizes: 1617 / 180 / 360 images, so a padded
+    are identical (digits' training split has 1293 images, an odd number, so a padded
     DistributedSampler would count duplicates)."""
     run_dir = tmp_path / "ddp"
     done = run_cli(
