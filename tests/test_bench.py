@@ -153,12 +153,58 @@ def test_wandb_offline_run_in_run_dir(tmp_path):
         ("dtype=int8", "dtype must be one of"),
         ("threads=0", "threads must be an integer >= 1"),
         ("device=tpu", "device must be one of"),
+        ("timing.warmup=-1", "timing.warmup must be an integer >= 0"),
+        ("check.oracle_rows=-1", "check.oracle_rows must be an integer >= 0"),
+        ("seed=-1", "seed must be an integer from 0"),
+        ("wandb.mode=cloud", "wandb.mode must be one of"),
+        ("modes.paper_fig3.batch_sizes=[-8]", "modes.paper_fig3.batch_sizes must be"),
+        ("modes.paper_fig3.batch_sizes=[]", "modes.paper_fig3.batch_sizes must be a non-empty"),
+        ("modes.paper_fig3.leaf_width=0", "modes.paper_fig3.leaf_width must be an integer >= 1"),
+        ("modes.paper_fig3.max_depth=-1", "modes.paper_fig3.max_depth must be an integer >= 0"),
+        ("modes.paper_fig3.min_depth=14", "min_depth=14 must be <= modes.paper_fig3.max_depth=13"),
+        ("modes.paper_fig3.in_features=0", "modes.paper_fig3.in_features must be"),
     ],
 )
 def test_bad_settings_fail_before_work(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
         runner.run(_cfg(tmp_path, override), tmp_path)
     assert not list(tmp_path.glob("*.csv"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("modes.table1.widths=[0]", "modes.table1.widths must be a list of integers >= 1"),
+        ("modes.table1.leaf_widths=[0]", "modes.table1.leaf_widths must be"),
+        ("modes.table1.widths=[6]", "6 is not leaf width 2 times a power of two"),
+        ("modes.table1.widths=[1]", "no width is >= a leaf width"),
+    ],
+)
+def test_bad_table1_sizes_fail_before_work(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        runner.run(_cfg(tmp_path, *TINY["table1"], override), tmp_path)
+    assert not list(tmp_path.glob("*.csv"))
+
+
+def test_interrupted_run_keeps_its_finished_rows(tmp_path, monkeypatch):
+    real_run_case = runner.run_case
+    calls = []
+
+    def run_case(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_run_case(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_case", run_case)
+    cfg = _cfg(tmp_path, *TINY["paper_fig3"], "implementations=[ff,fff]")
+    with pytest.raises(SystemExit) as stopped:
+        runner.run(cfg, tmp_path)
+    assert stopped.value.code == 130
+    rows = pd.read_csv(tmp_path / "bench_paper_fig3.csv")
+    assert list(rows["depth"]) == [1, 2]
+    assert rows["t_FFF_ms"].notna().all()
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")

@@ -49,6 +49,19 @@ def _monitor(cfg: DictConfig, key: str) -> None:
         validation.check_choice(key, value, MONITORABLE)
 
 
+SEED_MAX = 2**32 - 1
+"""The largest seed numpy (and so Lightning's seed_everything) accepts."""
+
+
+def check_seed(seed: Any, key: str = "seed") -> int:
+    """Raise ConfigError unless ``seed`` is an integer numpy accepts (0 .. 2**32 - 1)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(
+            f"{key} must be an integer from 0 to {SEED_MAX} (2**32 - 1), got {seed!r}"
+        )
+    return seed
+
+
 def check_layer_config(layer_cfg: DictConfig) -> None:
     """Build the configured layer on the meta device (nothing allocated): unknown keys and values
     the layer's constructor rejects raise ConfigError naming ``layer.<key>``. A layer without a
@@ -77,8 +90,7 @@ def check_train_config(cfg: DictConfig) -> None:
 
 
 def _check_train_config(cfg: DictConfig) -> None:
-    if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
-        raise ConfigError(f"seed must be an integer, got {cfg.get('seed')!r}")
+    check_seed(cfg.get("seed"))
     _positive_number(cfg, "optimizer.lr")
     _positive_number(cfg, "optimizer.weight_decay", allow_zero=True)
     _positive_number(cfg, "optimizer.momentum", allow_zero=True)

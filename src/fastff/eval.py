@@ -27,6 +27,11 @@ log = logging.getLogger("fastff.eval")
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint ``cfg.ckpt_path``; return and write ``eval.json`` in the run dir."""
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise ConfigError(
+            "ckpt_path is required: the checkpoint to evaluate, e.g. "
+            "ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt"
+        )
     try:
         ckpt = read_checkpoint(cfg.ckpt_path)
     except (FileNotFoundError, ValueError) as err:

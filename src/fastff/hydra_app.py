@@ -142,9 +142,98 @@ def _in_multirun() -> bool:
 
 
 def _exit_with_line(line: str, status: int) -> None:
-    log.error("%s", line)
+    log.error("%s", line, extra={FILE_ONLY: True})  # the terminal gets the line below
     print(line, file=sys.stderr)
     sys.exit(status)
+
+
+def writable_dir_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why the folder ``path`` cannot be created or written, or None: the nearest existing
+    ancestor must be a folder this process may write to."""
+    target = Path(path).absolute()
+    for existing in (target, *target.parents):
+        if existing.exists():
+            break
+    if not existing.is_dir():
+        return f"{str(existing)!r} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{str(existing)!r} is not writable"
+    return None
+
+
+def check_output_dir(config: Any, key: str) -> None:
+    """Exit with one line (status 2) when the run dir ``key`` (``hydra.run.dir`` or
+    ``hydra.sweep.dir``) cannot be created, before Hydra tries and fails with a traceback. A
+    ``paths.output_dir`` set to a fixed path is checked too."""
+    from omegaconf import OmegaConf
+
+    for name in (key, "paths.output_dir"):
+        parent, _, leaf = name.rpartition(".")
+        try:
+            interpolated = OmegaConf.is_interpolation(OmegaConf.select(config, parent), leaf)
+            if interpolated and name == "paths.output_dir":
+                continue
+            value = OmegaConf.select(config, name, default=None)
+        except Exception:  # an interpolation that only resolves inside the job
+            continue
+        if value is None:
+            continue
+        problem = writable_dir_problem(str(value))
+        if problem:
+            _exit_with_line(
+                f"error: {name}: cannot create the output folder {str(value)!r}: {problem}; "
+                "choose a writable folder (hydra.run.dir=..., or paths.log_dir=...)",
+                2,
+            )
+
+
+FILE_ONLY = "fastff_file_only"
+"""A log record with this attribute set goes to the run's log file, not to the terminal."""
+
+NOISE = (
+    "Tip: For seamless cloud logging",  # Lightning's litlogger advertisement
+    "deprecat",  # dependencies' deprecation notices (e.g. Lightning's _pytree LeafSpec)
+)
+"""Parts of messages a user cannot act on: kept in the run's log file, not shown."""
+
+
+class _ConsoleFilter(logging.Filter):
+    """Drops what the terminal does not need (see :data:`NOISE`, :data:`FILE_ONLY`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, FILE_ONLY, False):
+            return False
+        message = record.getMessage()
+        if record.name == "py.warnings" and any(n in message.lower() for n in NOISE[1:]):
+            return False
+        return not any(n in message for n in NOISE[:1])
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    return isinstance(handler, logging.StreamHandler) and not isinstance(
+        handler, logging.FileHandler
+    )
+
+
+def quiet_console() -> None:
+    """Keep the terminal to what a user can act on; everything stays in the run's log file.
+
+    Called once a job's logging is set up (Hydra's ``on_job_start``): warnings are routed into
+    logging (``py.warnings``), the terminal handlers drop :data:`NOISE`, and Lightning's own
+    terminal logger also writes into the run's log file.
+    """
+    root = logging.getLogger()
+    files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    lightning = logging.getLogger("lightning.pytorch")
+    console_filter = _ConsoleFilter()
+    for handler in [*root.handlers, *lightning.handlers]:
+        if _is_console(handler) and not any(isinstance(f, _ConsoleFilter) for f in handler.filters):
+            handler.addFilter(console_filter)
+    if not lightning.propagate:
+        for handler in files:
+            if handler not in lightning.handlers:
+                lightning.addHandler(handler)
+    logging.captureWarnings(True)
 
 
 try:
@@ -162,7 +251,14 @@ class MultirunReport(_HydraCallback):
     recorded, the remaining jobs run, and the multirun ends with status 1 listing the failures.
     """
 
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        check_output_dir(config, "hydra.run.dir")
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        quiet_console()
+
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        check_output_dir(config, "hydra.sweep.dir")
         if config.get("task_name") != "train":
             return
         from hydra import compose

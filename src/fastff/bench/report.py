@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +62,12 @@ def print_table(frame: pd.DataFrame, title: str, console: Console | None = None)
 
 
 def write_csv(frame: pd.DataFrame, run_dir: Path, mode: str) -> Path:
-    """Write ``bench_<mode>.csv`` into the run dir; returns its path."""
+    """Write ``bench_<mode>.csv`` into the run dir atomically (a reader or an interruption never
+    sees half a file); returns its path. The runner rewrites it after every case."""
     path = run_dir / f"bench_{mode}.csv"
-    frame.to_csv(path, index=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
     return path
 
 

@@ -59,6 +59,71 @@ def validate(cfg: DictConfig) -> None:
     check_int("timing.repeats", cfg.timing.repeats, 1)
     for key in ("timing.min_run_time", "limits.memory_budget_gb", "limits.max_gflop_per_call"):
         check_number(key, OmegaConf.select(cfg, key), 0, math.inf, open_low=True, open_high=True)
+    check_int("timing.warmup", cfg.timing.warmup, 0)
+    check_int("check.oracle_rows", cfg.check.oracle_rows, 0)
+    check_int("limits.reference_max_batch", cfg.limits.reference_max_batch, 0)
+    seed = cfg.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer from 0 to {2**32 - 1} (2**32 - 1), got {seed!r}")
+    try:
+        resolve_wandb_mode(cfg.wandb.mode)
+    except ValueError as err:
+        raise ValueError(str(err).replace("logger.wandb.mode", "wandb.mode")) from None
+    validate_mode_sizes(cfg.mode, OmegaConf.to_container(cfg.modes[cfg.mode], resolve=True))
+
+
+MODE_INTS = {"in_features": 1, "out_features": 1, "leaf_width": 1, "moe_k": 1, "num_classes": 1}
+"""Integer size settings of a mode (when present) and their minimum."""
+MODE_LISTS = {"batch_sizes": 1, "widths": 1, "leaf_widths": 1, "depths": 0}
+"""Non-empty integer-list settings of a mode (when present) and their items' minimum."""
+
+
+def validate_mode_sizes(mode: str, mode_cfg: Mapping[str, Any]) -> None:
+    """Raise one ValueError naming the first bad size setting ``modes.<mode>.<key>``."""
+    for key, minimum in MODE_INTS.items():
+        if key in mode_cfg:
+            check_int(f"modes.{mode}.{key}", mode_cfg[key], minimum)
+    for key, minimum in MODE_LISTS.items():
+        if key not in mode_cfg:
+            continue
+        values = mode_cfg[key]
+        if not isinstance(values, list) or not values:
+            raise ValueError(
+                f"modes.{mode}.{key} must be a non-empty list of integers >= {minimum}, "
+                f"got {values!r}"
+            )
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(
+                    f"modes.{mode}.{key} must be a list of integers >= {minimum}, got {values!r}"
+                )
+    if "min_depth" in mode_cfg or "max_depth" in mode_cfg:
+        low = check_int(f"modes.{mode}.min_depth", mode_cfg.get("min_depth"), 0)
+        high = check_int(f"modes.{mode}.max_depth", mode_cfg.get("max_depth"), 0)
+        if low > high:
+            raise ValueError(
+                f"modes.{mode}.min_depth={low} must be <= modes.{mode}.max_depth={high}"
+            )
+    if "hardening" in mode_cfg:
+        check_number(f"modes.{mode}.hardening", mode_cfg["hardening"], 0)
+    if "widths" in mode_cfg and "leaf_widths" in mode_cfg:
+        leaves = mode_cfg["leaf_widths"]
+        for width in mode_cfg["widths"]:
+            for leaf in leaves:
+                if width < leaf:
+                    continue
+                try:
+                    FFF.depth_for(width, leaf)
+                except ValueError:
+                    raise ValueError(
+                        f"modes.{mode}.widths: {width} is not leaf width {leaf} times a power "
+                        f"of two (width = leaf_width * 2**depth; leaf_widths {leaves})"
+                    ) from None
+        if not any(w >= leaf for w in mode_cfg["widths"] for leaf in leaves):
+            raise ValueError(
+                f"modes.{mode}.widths {mode_cfg['widths']}: no width is >= a leaf width of "
+                f"{leaves}, so there is nothing to time"
+            )
 
 
 def devices_for(setting: str) -> list[torch.device]:
@@ -251,12 +316,19 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
     if "fff" in cfg.implementations and wants_kernel and devices[0].type == "cpu":
         load_cpu_kernel(console)
 
-    rows = []
-    for device in devices:
-        for case in cases:
-            params = ", ".join(f"{k} {v}" for k, v in case.params.items())
-            console.print(f"[dim]{cfg.mode} on {device.type}: {params}[/dim]")
-            rows.append(run_case(case, device, cfg, console))
+    rows: list[dict[str, Any]] = []
+    try:
+        for device in devices:
+            for case in cases:
+                params = ", ".join(f"{k} {v}" for k, v in case.params.items())
+                console.print(f"[dim]{cfg.mode} on {device.type}: {params}[/dim]")
+                rows.append(run_case(case, device, cfg, console))
+                # after every case: an interrupted run keeps its finished rows
+                report.write_csv(pd.DataFrame(rows), run_dir, cfg.mode)
+    except KeyboardInterrupt:
+        where = f"in {run_dir / f'bench_{cfg.mode}.csv'}" if rows else "(none finished)"
+        console.print(f"[yellow]interrupted: {len(rows)} finished row(s) {where}[/yellow]")
+        raise SystemExit(130) from None
     frame = pd.DataFrame(rows)
 
     title = f"fastff bench {cfg.mode} ({cfg.dtype}, {cfg.threads} CPU threads)"

@@ -16,6 +16,7 @@ re-raised as :class:`LayerConfigError` naming ``layer.<argument>``.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,8 +43,47 @@ def _positive(key: str, value: object) -> int:
         raise LayerConfigError(str(err)) from None
 
 
-def _construct(cls: type[nn.Module], args: dict[str, Any]) -> nn.Module:
-    """``cls(**args)``; a ValueError naming one of the arguments is re-raised naming its key."""
+def memory_limit_bytes() -> int:
+    """The most parameter bytes one layer may need: $FASTFF_MAX_LAYER_GB (GiB) if set, else this
+    machine's physical memory."""
+    cap = os.environ.get("FASTFF_MAX_LAYER_GB")
+    if cap:
+        return int(float(cap) * 2**30)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 2**63
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def check_layer_size(cls: type[nn.Module], args: dict[str, Any], size_key: str) -> None:
+    """Build ``cls(**args)`` on the meta device (nothing allocated) and raise LayerConfigError
+    naming ``size_key`` when its parameters need more than :func:`memory_limit_bytes`."""
+    meta = cls(**{**args, "device": "meta"})
+    needed = sum(p.numel() * p.element_size() for p in meta.parameters())
+    limit = memory_limit_bytes()
+    if needed > limit:
+        raise LayerConfigError(
+            f"{size_key}: the layer ({cls.__name__}, {args['in_features']} -> "
+            f"{args['out_features']}) needs {_gib(needed)} of parameters, more than the "
+            f"{_gib(limit)} allowed (this machine's memory, or $FASTFF_MAX_LAYER_GB); "
+            "choose a smaller layer.width or layer.depth"
+        )
+
+
+def _construct(cls: type[nn.Module], args: dict[str, Any], size_key: str = "layer") -> nn.Module:
+    """``cls(**args)``; a ValueError naming one of the arguments is re-raised naming its key.
+    A layer too large for this machine is refused, naming ``size_key``, before allocating."""
+    try:
+        if str(args.get("device")) != "meta":
+            check_layer_size(cls, args, size_key)
+    except LayerConfigError:
+        raise
+    except ValueError:
+        pass  # the constructor below says what is wrong
     try:
         return cls(**args)
     except ValueError as err:
@@ -110,13 +150,15 @@ def fff(
     """An :class:`~fastff.layers.FFF` of training ``width`` (depth derived) or of ``depth``."""
     depth = fff_depth(width, leaf_width, depth)
     args = dict(in_features=in_features, out_features=out_features, leaf_width=leaf_width)
-    return _construct(FFF, {**args, "depth": depth, **kwargs})
+    size_key = f"layer.width={width}" if width is not None else f"layer.depth={depth}"
+    return _construct(FFF, {**args, "depth": depth, **kwargs}, size_key)
 
 
 def ff(in_features: int, out_features: int, *, width: int, **kwargs: Any) -> FF:
     """A dense :class:`~fastff.layers.FF` whose hidden width is the training ``width``."""
     args = dict(in_features=in_features, out_features=out_features)
-    return _construct(FF, {**args, "hidden_width": _positive("width", width), **kwargs})
+    hidden = _positive("width", width)
+    return _construct(FF, {**args, "hidden_width": hidden, **kwargs}, f"layer.width={width}")
 
 
 def moe(
@@ -131,7 +173,8 @@ def moe(
     """An :class:`~fastff.layers.MoE` of training ``width`` = num_experts * expert_width."""
     num_experts = moe_num_experts(width, expert_width, num_experts)
     args = dict(in_features=in_features, out_features=out_features, expert_width=expert_width)
-    return _construct(MoE, {**args, "num_experts": num_experts, **kwargs})
+    size_key = f"layer.width={width}" if width is not None else f"layer.num_experts={num_experts}"
+    return _construct(MoE, {**args, "num_experts": num_experts, **kwargs}, size_key)
 
 
 BUILDERS: dict[Callable[..., nn.Module], type[nn.Module]] = {fff: FFF, ff: FF, moe: MoE}

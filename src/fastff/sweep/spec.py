@@ -153,7 +153,8 @@ def load_spec(path: str | Path) -> SweepSpec:
     try:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise SweepError(f"{path} is not valid YAML: {err}") from None
+        problem = " ".join(str(err).split())  # one line
+        raise SweepError(f"{path} is not valid YAML: {problem}") from None
     if not isinstance(config, dict):
         raise SweepError(f"{path} must hold a mapping (method, metric, parameters, command)")
     spec = SweepSpec(path=path, config=config, name=str(config.get("name") or path.stem))

@@ -1,0 +1,132 @@
+"""Every user mistake, through the real command lines: status 2 within 30 s, exactly one
+``error: ...`` line on stderr naming the setting, and no Python traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+NO_GPU = "" if torch.cuda.is_available() else "no GPU"
+TRAIN = ("fastff.train", "logger=none")
+
+# (command line, what the error line must contain); {file} is a plain file, {dir} a folder
+CASES: list[tuple[tuple[str, ...], str]] = [
+    # training: settings
+    ((*TRAIN, "seed=-1"), "error: seed must be an integer from 0 to 4294967295"),
+    ((*TRAIN, "seed=4294967296"), "error: seed must be an integer from 0"),
+    ((*TRAIN, "seed=abc"), "error: seed must be an integer"),
+    ((*TRAIN, "layer.depth=40", "layer.width=null"), "error: layer.depth=40: the layer"),
+    ((*TRAIN, "layer=ff", "layer.width=1099511627776"), "error: layer.width=1099511627776"),
+    ((*TRAIN, "optimizer.lr=-1"), "error: optimizer.lr"),
+    ((*TRAIN, "optimizer.lr=nan"), "error: optimizer.lr"),
+    ((*TRAIN, "data.batch_size=0"), "error: data.batch_size"),
+    ((*TRAIN, "trainer.max_epochs=0"), "error: trainer.max_epochs"),
+    ((*TRAIN, "layer.leaf_width=0"), "error: layer.leaf_width"),
+    ((*TRAIN, "layer.width=48"), "error: layer.width=48"),
+    (("fastff.train", "logger.wandb.mode=cloud"), "error: logger.wandb.mode"),
+    ((*TRAIN, "callbacks.early_stopping.patience=0"), "error: callbacks.early_stopping.patience"),
+    ((*TRAIN, "ckpt_path=missing.ckpt"), "error: ckpt_path"),
+    ((*TRAIN, "ckpt_path={file}"), "error: ckpt_path"),
+    # training: output folders
+    ((*TRAIN, "hydra.run.dir={file}/x"), "error: hydra.run.dir: cannot create"),
+    ((*TRAIN, "paths.log_dir={file}"), "error: hydra.run.dir: cannot create"),
+    ((*TRAIN, "paths.output_dir={file}/y"), "error: paths.output_dir: cannot create"),
+    # evaluation
+    (("fastff.eval",), "error: ckpt_path is required"),
+    (("fastff.eval", "ckpt_path=missing.ckpt"), "error: ckpt_path"),
+    (("fastff.eval", "ckpt_path={file}"), "error: ckpt_path"),
+    (("fastff.eval", "ckpt_path={dir}"), "error: ckpt_path"),
+    (("fastff.eval", "ckpt_path=x.ckpt", "hydra.run.dir={file}/x"), "error: hydra.run.dir"),
+    # benchmark
+    (("fastff.bench", "mode=table1", "modes.table1.widths=[0]"), "error: modes.table1.widths"),
+    (
+        ("fastff.bench", "mode=table1", "modes.table1.batch_sizes=[-1]"),
+        "error: modes.table1.batch_sizes",
+    ),
+    (
+        ("fastff.bench", "mode=table1", "modes.table1.leaf_widths=[0]"),
+        "error: modes.table1.leaf_widths",
+    ),
+    (("fastff.bench", "mode=table1", "modes.table1.widths=[24]"), "error: modes.table1.widths"),
+    (
+        ("fastff.bench", "modes.paper_fig3.min_depth=5", "modes.paper_fig3.max_depth=2"),
+        "error: modes.paper_fig3.min_depth=5 must be <=",
+    ),
+    (("fastff.bench", "timing.warmup=-1"), "error: timing.warmup"),
+    (("fastff.bench", "check.oracle_rows=-1"), "error: check.oracle_rows"),
+    (("fastff.bench", "wandb.mode=cloud"), "error: wandb.mode must be one of"),
+    (("fastff.bench", "seed=-1"), "error: seed must be an integer from 0"),
+    (("fastff.bench", "threads=0"), "error: threads"),
+    (("fastff.bench", "hydra.run.dir={file}/x"), "error: hydra.run.dir: cannot create"),
+    # sweep runner
+    (("fastff.sweep", "missing.yaml"), "error: sweep file missing.yaml not found"),
+    (("fastff.sweep", "{bad_yaml}"), "is not valid YAML"),
+    (("fastff.sweep", "{list_yaml}"), "must hold a mapping"),
+]
+GPU_CASES = [
+    ((*TRAIN, "trainer=gpu"), "error: trainer"),
+    ((*TRAIN, "trainer.accelerator=gpu"), "error: trainer"),
+]
+
+
+def _ids(cases):
+    return [" ".join(args[1:]) or args[0] for args, _ in cases]
+
+
+def _run(tmp_path: Path, args: tuple[str, ...]) -> tuple[subprocess.CompletedProcess, float]:
+    files = {
+        "file": tmp_path / "a_file",
+        "dir": tmp_path / "a_dir",
+        "bad_yaml": tmp_path / "bad.yaml",
+        "list_yaml": tmp_path / "list.yaml",
+    }
+    files["file"].write_text("not a checkpoint\n")
+    files["dir"].mkdir()
+    files["bad_yaml"].write_text("parameters: [\n")
+    files["list_yaml"].write_text("- a\n- b\n")
+    args = tuple(a.format(**{k: str(v) for k, v in files.items()}) for a in args)
+    if args[0] != "fastff.sweep" and not any(
+        a.startswith(("hydra.run.dir", "paths.")) for a in args
+    ):
+        args = (*args, f"hydra.run.dir={tmp_path / 'run'}")
+    env = {**os.environ, "WANDB_MODE": "", "FASTFF_DATA_DIR": str(tmp_path / "data")}
+    env.pop("WANDB_MODE")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    return proc, time.monotonic() - start
+
+
+def _check(proc: subprocess.CompletedProcess, seconds: float, expected: str) -> None:
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output, output[-3000:]
+    assert proc.returncode == 2, output[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert expected in errors[0], errors[0]
+    assert seconds < 30, f"took {seconds:.0f} s"
+
+
+@pytest.mark.parametrize(("args", "expected"), CASES, ids=_ids(CASES))
+def test_user_error_is_one_line_and_status_2(tmp_path, args, expected):
+    _check(*_run(tmp_path, args), expected)
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the message on a machine without a GPU")
+@pytest.mark.parametrize(("args", "expected"), GPU_CASES, ids=_ids(GPU_CASES))
+def test_gpu_on_a_machine_without_one_is_one_line(tmp_path, args, expected):
+    _check(*_run(tmp_path, args), expected)
