@@ -49,7 +49,7 @@ def test_meta_device_gives_the_sizes_of_a_cpu_layer(name: str):
     assert describe(on_meta) == describe(on_cpu)
 
 
-@pytest.mark.parametrize("name", sorted(set(BUILDERS) - {"moe"}))
+@pytest.mark.parametrize("name", sorted(name for name in BUILDERS if not name.startswith("moe")))
 def test_meta_layer_runs_a_training_forward_for_shapes(name: str):
     """FF and FFF trace shapes on the meta device (MoE dispatch reads per-expert pair counts on
     the host, so it needs real tensors)."""
