@@ -4,10 +4,7 @@ the budgets, build, check correctness, time interleaved, and write the outputs."
 from __future__ import annotations
 
 import gc
-import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from fastff.layers import FFF, kernels
 from fastff.layers.kernels import cpu_build
 from fastff.layers.validation import check_choice, check_int, check_number
 from fastff.tracking import resolve_wandb_mode
+from fastff.training.results import write_json_atomic
 
 DEVICES = ("auto", "cpu", "cuda")
 SPEEDUPS = {"ff": "FF/FFF", "moe": "MoE/FFF", "ref": "ref/FFF", "onnx": "FF/FFF onnx"}
@@ -380,9 +378,4 @@ def summary_metrics(frame: pd.DataFrame, cfg: DictConfig) -> dict[str, Any]:
 
 def write_summary(summary: Mapping[str, Any], run_dir: Path) -> Path:
     """Write ``summary`` to ``run_dir/metrics.json`` atomically (never half a file)."""
-    path = run_dir / "metrics.json"
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".metrics-", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(summary, handle, indent=2)
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(run_dir / "metrics.json", dict(summary))
