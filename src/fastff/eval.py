@@ -13,13 +13,14 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from fastff.atomic_json import write_json_atomic
 from fastff.config_checks import ConfigError
 from fastff.data.errors import DatasetError
 from fastff.hydra_app import config_dir, exit_on_user_error, instantiate_or_config_error
 from fastff.models.sizes import model_sizes
 from fastff.training.checkpoint import load_model, read_checkpoint, run_config
 from fastff.training.module import ClassifierModule
-from fastff.training.results import percent, provenance, write_json_atomic
+from fastff.training.results import percent, provenance
 from fastff.training.summary import print_summary
 
 log = logging.getLogger("fastff.eval")

@@ -33,12 +33,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from fastff.atomic_json import write_json_atomic
 from fastff.config_checks import ConfigError
 from fastff.data.errors import DatasetError
 from fastff.hydra_app import config_dir, exit_on_user_error, instantiate_or_config_error
 from fastff.layers import FFF, MoE
 from fastff.training.checkpoint import load_model, read_checkpoint, run_config
-from fastff.training.results import provenance, write_json_atomic
+from fastff.training.results import provenance
 
 FORMATS = ("onnx", "torch_export")
 """What ``format=`` accepts: an ONNX file, or a ``torch.export`` program saved with

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from torch import nn
 
+from fastff.atomic_json import write_json_atomic
 from fastff.bench import report
 from fastff.bench.cases import COLUMN, IMPLEMENTATIONS, Case, ratio, torch_dtype
 from fastff.bench.checks import check_fff_hard, check_fff_soft
@@ -24,7 +25,6 @@ from fastff.layers import FFF, kernels
 from fastff.layers.kernels import cpu_build
 from fastff.layers.validation import check_choice, check_int, check_number
 from fastff.tracking import resolve_wandb_mode
-from fastff.training.results import write_json_atomic
 
 DEVICES = ("auto", "cpu", "cuda")
 SPEEDUPS = {"ff": "FF/FFF", "moe": "MoE/FFF", "ref": "ref/FFF", "onnx": "FF/FFF onnx"}

@@ -4,12 +4,12 @@ killed at any moment (even with SIGKILL) resumes from its last saved trial."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from fastff.atomic_json import write_json_atomic
 
 STATE_VERSION = 1
 STATUSES = ("pending", "running", "finished", "failed")
@@ -75,17 +75,7 @@ class SweepState:
     def save(self, path: Path) -> None:
         """Write atomically: a temporary file in the same folder, then ``os.replace``."""
         self.updated_at = now()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(asdict(self), handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomic(path, asdict(self), indent=1, default=None)
 
     @classmethod
     def load(cls, path: Path) -> SweepState:

@@ -23,8 +23,9 @@ from typing import Any
 
 import lightning as L
 
+from fastff.atomic_json import write_json_atomic
 from fastff.training.protocol import PaperProtocol
-from fastff.training.results import RESULT_KEYS, SCHEMA_VERSION, percent, write_json_atomic
+from fastff.training.results import RESULT_KEYS, SCHEMA_VERSION, percent
 
 log = logging.getLogger("fastff.train")
 
