@@ -70,6 +70,8 @@ class Case:
         ideal: ideal cost ratios by column name, e.g. ``{"ideal FF/FFF": 410.0}``.
         make_input: returns the timed input on the CPU in float32 (called after seeding); None
             for ``randn(batch, in_features)``.
+        input_requires_grad: training steps also compute the input's gradient (a layer inside
+            a network, such as a ViT's MLP).
     """
 
     mode: str
@@ -80,6 +82,7 @@ class Case:
     implementations: dict[str, Implementation]
     ideal: dict[str, float] = field(default_factory=dict)
     make_input: Callable[[], torch.Tensor] | None = None
+    input_requires_grad: bool = False
 
     def timed_input(self) -> torch.Tensor:
         """The input every implementation is timed on (CPU, float32)."""

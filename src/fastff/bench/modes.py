@@ -246,3 +246,35 @@ def training_step(cfg: Mapping[str, Any], wanted: list[str]) -> list[Case]:
         for batch in cfg["batch_sizes"]
         for depth in cfg["depths"]
     ]
+
+
+@register_mode("train_vit")
+def training_step_vit(cfg: Mapping[str, Any], wanted: list[str]) -> list[Case]:
+    """Training step at the ViT's MLP shapes: features -> features on an (images, tokens,
+    features) batch whose gradient is needed (in the ViT the MLP's input comes from attention),
+    an FFF of each leaf width at the MLP's training width vs the FF of that width (and MoE)."""
+    features, tokens, width = cfg["features"], cfg["tokens"], cfg["training_width"]
+    cases = []
+    for images in cfg["batch_sizes"]:
+        for leaf in cfg["leaf_widths"]:
+            case = _case(
+                "train_vit",
+                wanted,
+                d=features,
+                o=features,
+                leaf=leaf,
+                depth=FFF.depth_for(width, leaf),
+                batch=images * tokens,
+                training=True,
+                moe_k=cfg["moe_k"],
+                hardening=cfg["hardening"],
+            )
+            cases.append(
+                replace(
+                    case,
+                    params={**case.params, "images": images, "tokens": tokens},
+                    make_input=partial(torch.randn, images, tokens, features),
+                    input_requires_grad=True,
+                )
+            )
+    return cases

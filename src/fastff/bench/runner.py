@@ -146,6 +146,12 @@ def skip_reason(name: str, case: Case, cfg: DictConfig, dtype: torch.dtype) -> s
             f"{implementation.flops / 1e9:.0f} GFLOP per call > limits.max_gflop_per_call="
             f"{cfg.limits.max_gflop_per_call}"
         )
+    onnx_limit = cfg.limits.get("onnx_max_gb")
+    if name.endswith("_onnx") and onnx_limit is not None and gigabytes > onnx_limit:
+        return (
+            f"the ONNX file would hold {gigabytes:.2f} GiB of weights > limits.onnx_max_gb="
+            f"{onnx_limit} (exporting it takes minutes and several times that in memory)"
+        )
     if name == "reference":
         reason = reference_unavailable_reason()
         if reason:
@@ -166,6 +172,7 @@ def _call(name: str, module: nn.Module, x: torch.Tensor, case: Case, hardening: 
         return lambda: module(x)
 
     def step() -> None:
+        x.grad = None
         for parameter in module.parameters():
             parameter.grad = None
         if name == "reference":
@@ -200,6 +207,8 @@ def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console
     for module in modules.values():
         module.to(device=device, dtype=dtype).train(training)
     x = case.timed_input().to(device=device, dtype=dtype)
+    if case.input_requires_grad and case.kind == "training":
+        x.requires_grad_(True)
     hardening = float(cfg.modes[cfg.mode].get("hardening", 0.0))
     calls = {
         COLUMN[name]: _call(name, module, x, case, hardening) for name, module in modules.items()

@@ -22,8 +22,10 @@ from fastff.layers.fff_soft import (
     leaf_mixture,
     node_entropy_from_logits,
     region_leak_logits,
+    region_leak_swaps,
     routing_dtype,
 )
+from fastff.layers.fff_soft_fused import fusable, soft_fff
 from fastff.layers.validation import (
     check_bool,
     check_choice,
@@ -35,6 +37,7 @@ from fastff.layers.validation import (
 
 HARDENING_REDUCTIONS = ("mean", "sum")
 EVAL_PATHS = ("hard", "soft")
+SOFT_IMPLEMENTATIONS = ("fused", "composite")
 PARAMETER_NAMES = ("node_weights", "node_biases", "w1s", "b1s", "w2s", "b2s")
 REFERENCE_IGNORED_KEYS = ("node_usage", "leaf_usage")
 
@@ -216,10 +219,54 @@ class FFF(nn.Module):
     def soft_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Soft mixture of all leaves, (..., D) -> (..., O); records aux_loss and node_entropy.
 
-        Region leak and dropout apply only in training mode.
+        Region leak and dropout apply only in training mode. Computed by
+        :attr:`soft_implementation`.
         """
         check_input(x, self.in_features, "FFF")
         x2d = x.reshape(-1, self.in_features)
+        dropout_active = self.training and self.dropout > 0.0
+        if self.soft_implementation == "fused" and fusable(
+            self.activation, dropout_active, self.depth
+        ):
+            y = self._fused_soft_forward(x2d)
+        else:
+            y = self._composite_soft_forward(x2d)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    @property
+    def soft_implementation(self) -> str:
+        """How the soft forward is computed: ``"fused"`` (default: one autograd function with a
+        hand-written backward, :mod:`fastff.layers.fff_soft_fused`; where it does not apply, at
+        depth 0, with active dropout or an activation with parameters, the composite path runs)
+        or ``"composite"`` (standard autograd over torch ops). Both give the same outputs and
+        gradients. Not part of the state_dict."""
+        return self.__dict__.get("_soft_implementation", "fused")
+
+    @soft_implementation.setter
+    def soft_implementation(self, name: str) -> None:
+        self.__dict__["_soft_implementation"] = check_choice(
+            "soft_implementation", name, SOFT_IMPLEMENTATIONS
+        )
+
+    def _fused_soft_forward(self, x2d: torch.Tensor) -> torch.Tensor:
+        """The soft forward through :func:`soft_fff`, (B, D) -> (B, O); depth >= 1."""
+        node_weights, node_biases = self._node_parameters()
+        swap = None
+        if self.training and self.region_leak > 0.0:
+            swap = region_leak_swaps(
+                x2d.shape[0], self.n_nodes, self.region_leak, routing_dtype(x2d.dtype), x2d.device
+            )
+        y, entropy = soft_fff(
+            x2d, node_weights, node_biases, self.w1s, self.b1s, self.w2s, self.b2s,
+            self.activation, swap,
+        )  # fmt: skip
+        self._node_entropy = entropy.detach()
+        term = entropy.mean() if self.hardening_reduction == "mean" else entropy.sum() * len(x2d)
+        self._aux_loss = self.hardening * term
+        return y
+
+    def _composite_soft_forward(self, x2d: torch.Tensor) -> torch.Tensor:
+        """The soft forward as torch ops under standard autograd, (B, D) -> (B, O)."""
         n_inputs, n_leaves = x2d.shape[0], self.n_leaves
         mixture = self._soft_routing(x2d).to(x2d.dtype)  # (B, L)
 
@@ -230,8 +277,7 @@ class FFF(nn.Module):
         hidden = hidden.view(n_inputs, n_leaves, self.leaf_width)
         hidden = self.leaf_dropout(self.activation(hidden))  # (B, L, l)
         weighted = (hidden * mixture.unsqueeze(-1)).view(n_inputs, self.training_width)
-        y = torch.addmm(mixture @ self.b2s, weighted, self.w2s.reshape(-1, self.out_features))
-        return y.view(*x.shape[:-1], self.out_features)
+        return torch.addmm(mixture @ self.b2s, weighted, self.w2s.reshape(-1, self.out_features))
 
     def hard_forward(self, x: torch.Tensor, strategy: str | None = None) -> torch.Tensor:
         """Hard routing to one leaf per input, (..., D) -> (..., O); no dropout or region leak.

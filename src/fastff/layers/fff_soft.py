@@ -24,15 +24,17 @@ def routing_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def region_leak_logits(logits: torch.Tensor, region_leak: float) -> torch.Tensor:
-    """Negate each node logit independently with probability ``region_leak``, (B, N) -> (B, N).
+def region_leak_swaps(
+    batch: int, n_nodes: int, region_leak: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """Which node decisions a region leak transposes, (B, N) bool: each independently with
+    probability ``region_leak``, from uniforms of ``dtype`` (the routing dtype).
 
-    Negating z swaps the decision <1 - c, c> to <c, 1 - c>. The uniforms are drawn in one call
-    but in the same order as one draw per tree level of shape (B, 2**m), m = 0, 1, ..., which is
-    the reference's order: on a CPU generator equal seeds give equal transpositions.
+    The uniforms are drawn in one call but in the same order as one draw per tree level of shape
+    (B, 2**m), m = 0, 1, ..., which is the reference's order: on a CPU generator equal seeds give
+    equal transpositions.
     """
-    batch, n_nodes = logits.shape
-    draws = torch.rand(batch * n_nodes, dtype=logits.dtype, device=logits.device)
+    draws = torch.rand(batch * n_nodes, dtype=dtype, device=device)
     levels = []
     start = 0
     width = 1
@@ -40,7 +42,15 @@ def region_leak_logits(logits: torch.Tensor, region_leak: float) -> torch.Tensor
         levels.append(draws[batch * start : batch * (start + width)].view(batch, width))
         start += width
         width *= 2
-    swap = torch.cat(levels, dim=1) < region_leak  # (B, N)
+    return torch.cat(levels, dim=1) < region_leak  # (B, N)
+
+
+def region_leak_logits(logits: torch.Tensor, region_leak: float) -> torch.Tensor:
+    """Negate each node logit independently with probability ``region_leak``, (B, N) -> (B, N).
+
+    Negating z swaps the decision <1 - c, c> to <c, 1 - c> (see :func:`region_leak_swaps`).
+    """
+    swap = region_leak_swaps(*logits.shape, region_leak, logits.dtype, logits.device)
     return torch.where(swap, -logits, logits)
 
 

@@ -1,0 +1,235 @@
+"""The FFF soft (training) forward as one autograd function with a hand-written backward.
+
+Computes exactly what the composite soft path in ``fastff.layers.fff`` computes (the leaf mixture
+of all leaves and the per-node decision entropy), but as one node of the autograd graph instead
+of about forty, and without keeping (B, L, l) intermediates: the backward recomputes the weighted
+hidden units from the saved hidden units and mixture, and sums the leaf gradients up the tree one
+level at a time (O(B * L) work) instead of differentiating a gather.
+
+Notation as in ``fastff.layers.fff``: B inputs, D = in_features, O = out_features, l = leaf_width,
+d = depth >= 1, L = 2**d leaves, N = 2**d - 1 nodes in heap order, H = L * l hidden units.
+
+Gradients (c = sigmoid(z) of the mixture's node logits z, q_j = dLoss/dm_j * m_j):
+- a leaf's mixture weight m_j is a product of c_n (went right) and 1 - c_n (went left) along its
+  path, so dLoss/dz_n = R_n (1 - c_n) - L_n c_n = R_n - (L_n + R_n) c_n, where L_n and R_n sum q
+  over the leaves below node n's left and right child;
+- the entropy H(z) = softplus(zc) - zc * sigmoid(zc) of the clamped logit zc (see
+  ``node_entropy_from_logits``) has dH/dz = -z c (1 - c) inside the clamp and 0 outside.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastff.layers.fff_soft import ENTROPY_LOGIT_BOUND, leaf_path_columns, routing_dtype
+
+
+@functools.lru_cache(maxsize=64)
+def _path_index(depth: int, device: torch.device) -> torch.Tensor:
+    """leaf_path_columns(depth) flattened, (L * d,) long, cached per depth and device."""
+    return leaf_path_columns(depth, device).flatten()
+
+
+def _leaf_mixture_from(logits: torch.Tensor, depth: int) -> torch.Tensor:
+    """Leaf mixture weights (B, L) from node logits (B, N); the formula of ``leaf_mixture``."""
+    positive = nn.functional.logsigmoid(logits)  # log c
+    log_terms = torch.cat((positive - logits, positive), dim=1)  # (B, 2N): log(1 - c), log c
+    index = _path_index(depth, logits.device)
+    path_terms = log_terms.index_select(1, index).view(logits.shape[0], -1, depth)
+    return torch.exp(path_terms.sum(dim=-1))
+
+
+def _relu_like(activation: nn.Module) -> bool:
+    return type(activation) is nn.ReLU
+
+
+class SoftFFFFunction(torch.autograd.Function):
+    """(x, parameters) -> (y (B, O), mean node entropy (N,) float32); see the module docstring.
+
+    Non-tensor arguments: the activation module (elementwise, without parameters), the depth,
+    and ``swap`` (B, N) bool or None: the region-leak transpositions (negated mixture logits).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        node_weights: torch.Tensor,
+        node_biases: torch.Tensor,
+        w1s: torch.Tensor,
+        b1s: torch.Tensor,
+        w2s: torch.Tensor,
+        b2s: torch.Tensor,
+        activation: nn.Module,
+        swap: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n_inputs = x.shape[0]
+        n_leaves, in_features, leaf_width = w1s.shape
+        depth = n_leaves.bit_length() - 1
+        hidden_width = n_leaves * leaf_width
+        out_features = w2s.shape[-1]
+
+        logits = torch.addmm(node_biases.view(-1), x, node_weights.t())
+        logits = logits.to(routing_dtype(logits.dtype))  # (B, N)
+        clamped = logits.clamp(-ENTROPY_LOGIT_BOUND, ENTROPY_LOGIT_BOUND)
+        entropy = torch.addcmul(
+            nn.functional.softplus(clamped), clamped, torch.sigmoid(clamped), value=-1
+        )
+        mixture_logits = logits if swap is None else torch.where(swap, -logits, logits)
+        mixture = _leaf_mixture_from(mixture_logits, depth)  # (B, L) routing dtype
+
+        first = w1s.transpose(1, 2).reshape(hidden_width, in_features)
+        pre = torch.addmm(b1s.view(-1), x, first.t())  # (B, H)
+        hidden = activation(pre)
+        mix = mixture.to(hidden.dtype)
+        weighted = hidden.view(n_inputs, n_leaves, leaf_width) * mix.unsqueeze(-1)
+        second = w2s.reshape(hidden_width, out_features)
+        y = torch.addmm(mix @ b2s, weighted.view(n_inputs, hidden_width), second)
+
+        ctx.activation = activation
+        ctx.depth = depth
+        ctx.save_for_backward(
+            x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, swap,
+            None if _relu_like(activation) else pre,
+        )  # fmt: skip
+        ctx.set_materialize_grads(False)
+        return y, entropy.mean(dim=0)
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_y: torch.Tensor | None, grad_entropy: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, ...]:
+        x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, swap, pre = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        n_inputs, depth = x.shape[0], ctx.depth
+        n_leaves, in_features, leaf_width = w1s.shape
+        hidden_width = n_leaves * leaf_width
+        out_features = w2s.shape[-1]
+        grad_x = grad_w1s = grad_b1s = grad_w2s = grad_b2s = None
+        grad_logits = None  # (B, N) routing dtype
+
+        if grad_y is not None:
+            mix = mixture.to(hidden.dtype)
+            hidden3 = hidden.view(n_inputs, n_leaves, leaf_width)
+            second = w2s.reshape(hidden_width, out_features)
+            if needs[5]:
+                weighted = (hidden3 * mix.unsqueeze(-1)).view(n_inputs, hidden_width)
+                grad_w2s = (weighted.t() @ grad_y).view_as(w2s)
+            if needs[6]:
+                grad_b2s = mix.t() @ grad_y
+            grad_weighted = (grad_y @ second.t()).view(n_inputs, n_leaves, leaf_width)
+            # the mixture's gradient, times the mixture: q of the module docstring
+            grad_mix = torch.addmm((grad_weighted * hidden3).sum(dim=-1), grad_y, b2s.t())
+            leaf_terms = grad_mix.to(mixture.dtype) * mixture  # (B, L)
+            grad_hidden = (grad_weighted * mix.unsqueeze(-1)).view(n_inputs, hidden_width)
+            grad_pre = _activation_backward(ctx.activation, grad_hidden, hidden, pre)
+            if needs[3]:
+                grad_first = grad_pre.t() @ x  # (H, D), neuron-major like w1s's storage
+                grad_w1s = grad_first.view(n_leaves, leaf_width, in_features).transpose(1, 2)
+            if needs[4]:
+                grad_b1s = grad_pre.sum(dim=0).view(n_leaves, leaf_width)
+            if needs[0]:
+                first = w1s.transpose(1, 2).reshape(hidden_width, in_features)
+                grad_x = grad_pre @ first
+            grad_logits = _grad_mixture_logits(leaf_terms, logits, swap, depth)
+
+        if grad_entropy is not None:
+            inside = logits.abs() <= ENTROPY_LOGIT_BOUND
+            decision = torch.sigmoid(logits)
+            slope = logits * decision * (1 - decision) * inside  # -dH/dz
+            term = slope * (grad_entropy / n_inputs)
+            grad_logits = -term if grad_logits is None else grad_logits.sub_(term)
+
+        grad_node_weights = grad_node_biases = None
+        if grad_logits is not None and (needs[0] or needs[1] or needs[2]):
+            grad_logits = grad_logits.to(x.dtype)
+            if needs[1]:
+                grad_node_weights = grad_logits.t() @ x
+            if needs[2]:
+                grad_node_biases = grad_logits.sum(dim=0).unsqueeze(1)
+            if needs[0]:
+                routed = grad_logits @ node_weights
+                grad_x = routed if grad_x is None else grad_x.add_(routed)
+        return (
+            grad_x,
+            grad_node_weights,
+            grad_node_biases,
+            grad_w1s,
+            grad_b1s,
+            grad_w2s,
+            grad_b2s,
+            None,
+            None,
+        )
+
+
+def _activation_backward(
+    activation: nn.Module,
+    grad_hidden: torch.Tensor,
+    hidden: torch.Tensor,
+    pre: torch.Tensor | None,
+) -> torch.Tensor:
+    """dLoss/d(pre-activation) (B, H) from dLoss/d(hidden) (B, H)."""
+    if pre is None:  # ReLU: hidden > 0 exactly where pre > 0
+        return grad_hidden.masked_fill_(hidden <= 0, 0)
+    with torch.enable_grad():
+        pre = pre.detach().requires_grad_(True)
+        (grad_pre,) = torch.autograd.grad(activation(pre), pre, grad_hidden)
+    return grad_pre
+
+
+def _grad_mixture_logits(
+    leaf_terms: torch.Tensor, logits: torch.Tensor, swap: torch.Tensor | None, depth: int
+) -> torch.Tensor:
+    """dLoss/dz (B, N) of the mixture from q = dLoss/dm * m (B, L), level by level up the tree."""
+    mixture_logits = logits if swap is None else torch.where(swap, -logits, logits)
+    decision = torch.sigmoid(mixture_logits)
+    grad = torch.empty_like(logits)
+    totals = leaf_terms
+    n_inputs = logits.shape[0]
+    for level in reversed(range(depth)):
+        pairs = totals.view(n_inputs, 2**level, 2)  # (left, right) subtree sums of level's nodes
+        totals = pairs.sum(dim=-1)
+        nodes = slice(2**level - 1, 2 ** (level + 1) - 1)
+        torch.addcmul(pairs[..., 1], totals, decision[:, nodes], value=-1, out=grad[:, nodes])
+    return grad if swap is None else torch.where(swap, -grad, grad)
+
+
+def soft_fff(
+    x: torch.Tensor,
+    node_weights: torch.Tensor,
+    node_biases: torch.Tensor,
+    w1s: torch.Tensor,
+    b1s: torch.Tensor,
+    w2s: torch.Tensor,
+    b2s: torch.Tensor,
+    activation: nn.Module,
+    swap: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The FFF soft forward of (B, D) inputs: (y (B, O), mean node entropy (N,) float32).
+
+    Parameters in the FFF's shapes: node_weights (N, D), node_biases (N, 1), w1s (L, D, l),
+    b1s (L, l), w2s (L, l, O), b2s (L, O); depth = log2(L) >= 1. ``activation`` acts elementwise
+    and has no parameters (see :func:`fusable`); ``swap`` (B, N) bool negates those mixture
+    logits (region leak; the entropy is symmetric in the sign). No dropout.
+    """
+    return SoftFFFFunction.apply(
+        x, node_weights, node_biases, w1s, b1s, w2s, b2s, activation, swap
+    )
+
+
+def fusable(activation: nn.Module, dropout_active: bool, depth: int) -> bool:
+    """Whether :func:`soft_fff` computes this configuration: depth >= 1, no active dropout, and
+    an activation without parameters that keeps its input (the backward recomputes its gradient
+    from the pre-activations; an in-place ReLU is fine, its gradient needs only the output)."""
+    keeps_input = _relu_like(activation) or not getattr(activation, "inplace", False)
+    return (
+        depth >= 1
+        and not dropout_active
+        and keeps_input
+        and next(activation.parameters(), None) is None
+    )
