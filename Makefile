@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install kernels train eval export bench sweep data test test-fast gpu-check lint format clean
+.PHONY: help install kernels train eval export bench sweep report data test test-fast gpu-check lint format clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ bench: $(STAMP)  ## inference-speed benchmark (FFF vs FF vs MoE vs reference); A
 sweep: $(STAMP)  ## run (or resume) a W&B sweep file locally: make sweep SWEEP=sweeps/table1_digits.yaml ARGS="--jobs 2"
 	@test -n "$(SWEEP)" || { echo "usage: make sweep SWEEP=sweeps/<name>.yaml [ARGS=\"--jobs 2\"]"; exit 2; }
 	$(BIN)/python -m fastff.sweep $(SWEEP) $(ARGS)
+
+report: $(STAMP)  ## the paper's tables and figures from runs and benchmarks: make report ARGS="outputs/sweeps/table1_digits -o outputs/report"
+	$(BIN)/python -m fastff.report $(ARGS)
 
 data: $(STAMP)  ## download the paper's datasets into data/ (needs internet)
 	$(BIN)/python -m fastff.data.fetch $(ARGS)
