@@ -15,6 +15,7 @@ import pytest
 import yaml
 from report_helpers import HANDMADE, TINY_SWEEP, bench_rows, write_run
 
+
 @pytest.fixture
 def handmade(tmp_path: Path) -> Path:
     """A folder of hand-made runs (``HANDMADE``), an unreadable metrics.json and a local sweep's
@@ -69,9 +70,9 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sweep_file = base / "tiny_report.yaml"
     sweep_file.write_text(yaml.safe_dump(TINY_SWEEP, sort_keys=False))
     env = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
+    command = [sys.executable, "-m", "fastff.sweep", str(sweep_file), "-o", str(base / "out")]
     done = subprocess.run(
-        [sys.executable, "-m", "fastff.sweep", str(sweep_file), "-o", str(base / "out")]
-        + ["--jobs", "2", "--threads", "2"],
+        [*command, "--jobs", "2", "--threads", "2"],
         cwd=base,
         env=env,
         capture_output=True,

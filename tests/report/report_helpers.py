@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+
 def run_metrics(
     *,
     dataset: str,
@@ -148,11 +149,27 @@ HANDMADE: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "t1/ff_w16_s4_interrupted",
-        {**T1, "layer": "ff", "width": 16, "seed": 4, "M_A": 5.0, "G_A": 5.0, "status": "interrupted"},
+        {
+            **T1,
+            "layer": "ff",
+            "width": 16,
+            "seed": 4,
+            "M_A": 5.0,
+            "G_A": 5.0,
+            "status": "interrupted",
+        },
     ),
     (
         "t1/ff_w32_s5_running",
-        {**T1, "layer": "ff", "width": 32, "seed": 5, "M_A": None, "G_A": None, "status": "running"},
+        {
+            **T1,
+            "layer": "ff",
+            "width": 32,
+            "seed": 5,
+            "M_A": None,
+            "G_A": None,
+            "status": "running",
+        },
     ),
     # Table 2 on CIFAR10
     *[
@@ -299,5 +316,3 @@ TINY_SWEEP = {
     },
     "command": ["${env}", "${interpreter}", "-m", "fastff.train", "${args_no_hyphens}"],
 }
-
-

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import pytest
@@ -73,7 +73,14 @@ def test_mixed_experiments_in_the_table_asked_for(handmade, report_main, capsys)
 
 def test_the_real_command_line_fails_cleanly(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "fastff.report", str(tmp_path / "missing"), "--wandb-mode", "disabled"],
+        [
+            sys.executable,
+            "-m",
+            "fastff.report",
+            str(tmp_path / "missing"),
+            "--wandb-mode",
+            "disabled",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -129,16 +136,26 @@ class FakeRun:
 
 
 class FakeApi:
-    calls: list[tuple[str, str]] = []
+    """What the report uses of ``wandb.Api``: ``runs(path)`` and ``sweep(path).runs``."""
+
+    calls: ClassVar[list[tuple[str, str]]] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         t1 = {"dataset": "usps", "tags": ["table1", "sweep_table1"], "task_name": "table1"}
+        done = [  # (id, layer, leaf, seed, M_A, G_A)
+            ("a1", "ff", None, 0, 99.0, 93.0),
+            ("a2", "ff", None, 1, 98.0, 92.0),
+            ("b1", "fff", 4, 0, 90.0, 80.0),
+            ("b2", "fff", 4, 1, 92.0, 84.0),
+        ]
         self._runs = [
-            FakeRun("a1", "finished", run_metrics(**t1, layer="ff", width=16, seed=0, M_A=99.0, G_A=93.0)),
-            FakeRun("a2", "finished", run_metrics(**t1, layer="ff", width=16, seed=1, M_A=98.0, G_A=92.0)),
-            FakeRun("b1", "finished", run_metrics(**t1, layer="fff", leaf=4, width=16, seed=0, M_A=90.0, G_A=80.0)),
-            FakeRun("b2", "finished", run_metrics(**t1, layer="fff", leaf=4, width=16, seed=1, M_A=92.0, G_A=84.0)),
-        ]  # fmt: skip
+            FakeRun(
+                run_id,
+                "finished",
+                run_metrics(**t1, layer=layer, leaf=leaf, width=16, seed=seed, M_A=ma, G_A=ga),
+            )
+            for run_id, layer, leaf, seed, ma, ga in done
+        ]
         crashed = run_metrics(**t1, layer="fff", leaf=4, width=16, seed=2, M_A=1.0, G_A=1.0)
         crashed["status"] = "running"  # the summary as the run left it
         self._runs.append(FakeRun("c1", "crashed", crashed))

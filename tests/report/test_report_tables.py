@@ -38,7 +38,9 @@ def expected(root: Path, table: str, dataset: str, keys: list[str]) -> pd.DataFr
                 "hardening": (
                     math.inf
                     if m["config"]["layer"].get("frozen_tree")
-                    else m["config"]["layer"].get("hardening", 0) if m["layer"] == "fff" else 0
+                    else m["config"]["layer"].get("hardening", 0)
+                    if m["layer"] == "fff"
+                    else 0
                 ),
                 "M_A": m["M_A"],
                 "G_A": m["G_A"],
@@ -168,7 +170,9 @@ def test_tables_equal_an_independent_pandas_computation(handmade, bench_dir, rep
         if row.layer == "ff":
             assert row.speedup == 1.0
             continue
-        hit = bench[(bench.training_width == row.training_width) & (bench.leaf_width == row.leaf_width)]
+        hit = bench[
+            (bench.training_width == row.training_width) & (bench.leaf_width == row.leaf_width)
+        ]
         assert row.speedup == pytest.approx(float(hit["FF/FFF"].iloc[0]), abs=1e-4)
     # the paper's values beside ours, and the differences
     theirs = paper.load("table1")
@@ -213,7 +217,10 @@ def test_unfinished_runs_are_counted_and_listed(handmade, report_main, tmp_path)
     assert missing["run_id"] == "sweep_t1/trials/0001" and missing["table"] == "table1"
     assert missing["error"] == "error: out of memory" and str(missing["leaf_width"]) == "2"
     report = (out / "report.md").read_text()
-    assert "Runs found: 30: finished 25, failed 1, interrupted 1, running 1, missing 1, unreadable 1" in report
+    assert (
+        "Runs found: 30: finished 25, failed 1, interrupted 1, running 1, missing 1, unreadable 1"
+        in report
+    )
     assert "## Runs not finished" in report
     for run_id in ("t1/l8_w16_s3_failed", "t1/ff_w16_s4_interrupted", "t1/broken"):
         assert f"| {run_id} |" in report
@@ -270,7 +277,9 @@ def test_figures_are_pngs_and_plot_the_tables(handmade, bench_dir, report_main, 
         assert f"](figures/{name})" in (out / "report.md").read_text()
 
     collected = collect([handmade, bench_dir])
-    table = next(t for t in build_tables(collected.runs, collected.bench).tables if t.kind == "table1")
+    table = next(
+        t for t in build_tables(collected.runs, collected.bench).tables if t.kind == "table1"
+    )
     figure = figures.table1_figure(table.frame, table.paper_label)
     ma_axis, ga_axis = figure.axes
     for axis, metric in ((ma_axis, "M_A"), (ga_axis, "G_A")):

@@ -59,7 +59,9 @@ def _clear(folder: Path, suffixes: Sequence[str]) -> None:
 
 def _prepare(output_dir: Path) -> None:
     if output_dir.exists() and not output_dir.is_dir():
-        raise ReportError(f"-o/--output-dir {output_dir} is a file; give a folder (new or a report)")
+        raise ReportError(
+            f"-o/--output-dir {output_dir} is a file; give a folder (new or a report)"
+        )
     try:
         for sub in ("tables", "figures"):
             (output_dir / sub).mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,9 @@ def level_means(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(records, columns=["epoch", "level", "entropy"])
 
 
-def curves(runs: pd.DataFrame, histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
+def curves(
+    runs: pd.DataFrame, histories: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> pd.DataFrame:
     """Entropy curves of every FFF configuration among the finished ``runs`` with a history:
     columns ``CONFIG_KEYS``, ``config`` (a label), ``epoch``, ``level``, ``entropy`` (mean over
     layers and runs) and ``n_runs`` (runs averaged at that epoch)."""

@@ -58,9 +58,7 @@ def _errorline(axis: Axes, x: pd.Series, mean: pd.Series, std: pd.Series, **styl
     line."""
     (line,) = axis.plot(x, mean, marker="o", **style)
     if std.notna().any():
-        axis.errorbar(
-            x, mean, yerr=std.fillna(0.0), fmt="none", ecolor=line.get_color(), capsize=3
-        )
+        axis.errorbar(x, mean, yerr=std.fillna(0.0), fmt="none", ecolor=line.get_color(), capsize=3)
     return line
 
 
