@@ -52,6 +52,14 @@ TINY = {
         "modes.train.depths=[1,3]",
         "modes.train.batch_sizes=[8]",
     ],
+    "train_vit": [
+        "mode=train_vit",
+        "modes.train_vit.features=12",
+        "modes.train_vit.tokens=5",
+        "modes.train_vit.training_width=8",
+        "modes.train_vit.leaf_widths=[4,1]",
+        "modes.train_vit.batch_sizes=[3]",
+    ],
 }
 needs_reference = pytest.mark.skipif(
     reference_unavailable_reason() is not None, reason="fastfeedforward is not installed"
@@ -68,7 +76,7 @@ def _cfg(tmp_path: Path, *overrides: str):
 def test_mode_runs_end_to_end(tmp_path, mode):
     frame = runner.run(_cfg(tmp_path, *TINY[mode]), tmp_path)
     csv = pd.read_csv(tmp_path / f"bench_{mode}.csv")
-    assert len(csv) == len(frame) == {"paper_fig3": 3, "table1": 4, "train": 2}[mode]
+    assert len(csv) == len(frame) == {"paper_fig3": 3, "table1": 4, "train": 2, "train_vit": 2}[mode]
     assert (tmp_path / f"bench_{mode}_times.png").stat().st_size > 0
     assert (tmp_path / f"bench_{mode}_speedups.png").stat().st_size > 0
     for column in ("t_FF_ms", "t_FFF_ms", "t_MoE_ms", "FF/FFF", "MoE/FFF", "ideal FF/FFF"):
@@ -357,3 +365,50 @@ def test_vit_mode_catches_a_wrong_kernel_in_any_block(tmp_path, monkeypatch):
     frame = runner.run(cfg, tmp_path)
     assert frame["check"].str.contains("differs from the plain path").all()
     assert frame["FF/FFF"].isna().all()
+
+
+def test_train_vit_times_token_batches_with_input_gradients_and_counts_every_node(tmp_path):
+    cfg = _cfg(tmp_path, *TINY["train_vit"], "implementations=[ff,fff]")
+    mode_cfg = {
+        "features": 12,
+        "tokens": 5,
+        "training_width": 8,
+        "leaf_widths": [1, 4],
+        "batch_sizes": [3],
+        "moe_k": 2,
+        "hardening": 3.0,
+    }
+    mode_case, _ = MODES["train_vit"](mode_cfg, ["ff", "fff"])
+    assert mode_case.input_requires_grad and mode_case.timed_input().shape == (3, 5, 12)
+    assert mode_case.params["depth"] == 3 and mode_case.batch == 15
+    # leaf 1 at training width 8: 7 nodes + 8 leaves of 12 inputs, 8 hidden units to 12 outputs
+    ff_macs, fff_macs = 12 * 8 + 8 * 12, 12 * 7 + 12 * 8 + 8 * 12
+    assert mode_case.ideal["ideal FF/FFF"] == pytest.approx(ff_macs / fff_macs)
+    frame = runner.run(cfg, tmp_path)
+    assert list(frame["depth"]) == [1, 3] and (frame["t_FFF_ms"] > 0).all()
+
+
+def test_extra_soft_implementations_are_timed_in_training_modes(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        *TINY["train"],
+        "implementations=[ff,fff]",
+        "extra_soft_implementations=[composite,fused]",
+    )
+    frame = runner.run(cfg, tmp_path)
+    for column in ("t_FFF[composite]_ms", "t_FFF[fused]_ms"):
+        assert (frame[column] > 0).all(), column
+    with pytest.raises(ValueError, match="extra_soft_implementations"):
+        runner.validate(_cfg(tmp_path, "extra_soft_implementations=[fast]"))
+
+
+def test_onnx_columns_skip_layers_over_the_onnx_limit(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        *TINY["table1"],
+        "implementations=[ff,fff,ff_onnx,fff_onnx]",
+        "limits.onnx_max_gb=0.0000001",
+    )
+    frame = runner.run(cfg, tmp_path)
+    assert frame["t_FF_onnx_ms"].isna().all() and frame["t_FFF_onnx_ms"].isna().all()
+    assert frame["notes"].str.contains("limits.onnx_max_gb").all()

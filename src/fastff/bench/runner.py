@@ -3,6 +3,7 @@ the budgets, build, check correctness, time interleaved, and write the outputs."
 
 from __future__ import annotations
 
+import copy
 import gc
 import math
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from fastff.bench.checks import check_fff_hard, check_fff_soft
 from fastff.bench.modes import MODES, reference_unavailable_reason
 from fastff.bench.timing import time_interleaved
 from fastff.layers import FFF, kernels
+from fastff.layers.fff import SOFT_IMPLEMENTATIONS
 from fastff.layers.kernels import cpu_build
 from fastff.layers.validation import check_choice, check_int, check_number
 from fastff.tracking import resolve_wandb_mode
@@ -53,6 +55,9 @@ def validate(cfg: DictConfig) -> None:
                 "fff_strategy / extra_fff_strategies must be in "
                 f"{list(kernels.strategy_names())}, got {strategy!r}"
             )
+    extra_soft = cfg.get("extra_soft_implementations") or []
+    for implementation in extra_soft:
+        check_choice("extra_soft_implementations", implementation, SOFT_IMPLEMENTATIONS)
     check_int("threads", cfg.threads, 1)
     check_int("timing.repeats", cfg.timing.repeats, 1)
     for key in ("timing.min_run_time", "limits.memory_budget_gb", "limits.max_gflop_per_call"):
@@ -70,7 +75,16 @@ def validate(cfg: DictConfig) -> None:
     validate_mode_sizes(cfg.mode, OmegaConf.to_container(cfg.modes[cfg.mode], resolve=True))
 
 
-MODE_INTS = {"in_features": 1, "out_features": 1, "leaf_width": 1, "moe_k": 1, "num_classes": 1}
+MODE_INTS = {
+    "in_features": 1,
+    "out_features": 1,
+    "leaf_width": 1,
+    "moe_k": 1,
+    "num_classes": 1,
+    "features": 1,
+    "tokens": 1,
+    "training_width": 1,
+}
 """Integer size settings of a mode (when present) and their minimum."""
 MODE_LISTS = {"batch_sizes": 1, "widths": 1, "leaf_widths": 1, "depths": 0}
 """Non-empty integer-list settings of a mode (when present) and their items' minimum."""
@@ -215,9 +229,15 @@ def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console
     }
 
     row["check"] = "not checked"
+    extra_labels = [f"FFF[{s}]" for s in cfg.extra_fff_strategies]
     if "fff" in modules and training:
         if "reference" in modules:
             row["check"] = check_fff_soft(modules["fff"], modules["reference"], x) or "ok"
+        extra_labels = [f"FFF[{s}]" for s in cfg.get("extra_soft_implementations") or []]
+        for implementation, label in zip(cfg.get("extra_soft_implementations") or [], extra_labels):
+            variant = copy.deepcopy(modules["fff"])
+            variant.soft_implementation = implementation
+            calls[label] = _call("fff", variant, x, case, hardening)
     elif "fff" in modules:
         fff_inputs = fff_layer_inputs(modules["fff"], x)
         for layer, _ in fff_inputs:
@@ -253,7 +273,7 @@ def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console
             repeats=cfg.timing.repeats,
             warmup=cfg.timing.warmup,
         )
-    for label in [*COLUMN.values(), *(f"FFF[{s}]" for s in cfg.extra_fff_strategies)]:
+    for label in [*COLUMN.values(), *extra_labels]:
         row[f"t_{label}_ms"] = times[label] * 1e3 if label in times else math.nan
     for label, error in errors.items():
         notes[label] = f"error: {error[:200]}"

@@ -19,28 +19,26 @@ Gradients (c = sigmoid(z) of the mixture's node logits z, q_j = dLoss/dm_j * m_j
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 from torch import nn
 
-from fastff.layers.fff_soft import ENTROPY_LOGIT_BOUND, leaf_path_columns, routing_dtype
-
-
-@functools.lru_cache(maxsize=64)
-def _path_index(depth: int, device: torch.device) -> torch.Tensor:
-    """leaf_path_columns(depth) flattened, (L * d,) long, cached per depth and device."""
-    return leaf_path_columns(depth, device).flatten()
+from fastff.layers.fff_soft import ENTROPY_LOGIT_BOUND, routing_dtype
 
 
 def _leaf_mixture_from(logits: torch.Tensor, depth: int) -> torch.Tensor:
-    """Leaf mixture weights (B, L) from node logits (B, N); the formula of ``leaf_mixture``."""
+    """Leaf mixture weights (B, L) from node logits (B, N): the exp of the sum of log(1 - c)
+    (left) or log c (right) along each leaf's path (the formula of ``leaf_mixture``), built one
+    level at a time (O(B * L) work instead of O(B * L * d))."""
     positive = nn.functional.logsigmoid(logits)  # log c
-    log_terms = torch.cat((positive - logits, positive), dim=1)  # (B, 2N): log(1 - c), log c
-    index = _path_index(depth, logits.device)
-    path_terms = log_terms.index_select(1, index).view(logits.shape[0], -1, depth)
-    return torch.exp(path_terms.sum(dim=-1))
+    steps = torch.stack((positive - logits, positive), dim=-1)  # (B, N, 2): log(1 - c), log c
+    n_inputs = logits.shape[0]
+    log_mixture = steps[:, 0]  # (B, 2): the root's two subtrees
+    for level in range(1, depth):
+        nodes = steps[:, 2**level - 1 : 2 ** (level + 1) - 1]  # (B, 2**level, 2)
+        log_mixture = (log_mixture.unsqueeze(-1) + nodes).view(n_inputs, 2 ** (level + 1))
+    return torch.exp(log_mixture)
 
 
 def _relu_like(activation: nn.Module) -> bool:
@@ -84,7 +82,8 @@ class SoftFFFFunction(torch.autograd.Function):
 
         first = w1s.transpose(1, 2).reshape(hidden_width, in_features)
         pre = torch.addmm(b1s.view(-1), x, first.t())  # (B, H)
-        hidden = activation(pre)
+        # ReLU in place: one (B, H) buffer fewer (its backward needs only the output)
+        hidden = torch.relu_(pre) if _relu_like(activation) else activation(pre)
         mix = mixture.to(hidden.dtype)
         weighted = hidden.view(n_inputs, n_leaves, leaf_width) * mix.unsqueeze(-1)
         second = w2s.reshape(hidden_width, out_features)
@@ -112,20 +111,23 @@ class SoftFFFFunction(torch.autograd.Function):
         grad_x = grad_w1s = grad_b1s = grad_w2s = grad_b2s = None
         grad_logits = None  # (B, N) routing dtype
 
+        decision = torch.sigmoid(logits)  # c (B, N)
         if grad_y is not None:
             mix = mixture.to(hidden.dtype)
             hidden3 = hidden.view(n_inputs, n_leaves, leaf_width)
             second = w2s.reshape(hidden_width, out_features)
-            if needs[5]:
-                weighted = (hidden3 * mix.unsqueeze(-1)).view(n_inputs, hidden_width)
-                grad_w2s = (weighted.t() @ grad_y).view_as(w2s)
+            grad_weighted = (grad_y @ second.t()).view(n_inputs, n_leaves, leaf_width)
             if needs[6]:
                 grad_b2s = mix.t() @ grad_y
-            grad_weighted = (grad_y @ second.t()).view(n_inputs, n_leaves, leaf_width)
-            # the mixture's gradient, times the mixture: q of the module docstring
-            grad_mix = torch.addmm((grad_weighted * hidden3).sum(dim=-1), grad_y, b2s.t())
-            leaf_terms = grad_mix.to(mixture.dtype) * mixture  # (B, L)
-            grad_hidden = (grad_weighted * mix.unsqueeze(-1)).view(n_inputs, hidden_width)
+            # one (B, H) work buffer: the weighted hidden units (recomputed), then the products
+            # of the mixture's gradient
+            work = torch.mul(hidden3, mix.unsqueeze(-1))
+            if needs[5]:
+                grad_w2s = (work.view(n_inputs, hidden_width).t() @ grad_y).view_as(w2s)
+            products = torch.mul(grad_weighted, hidden3, out=work)
+            grad_mix = torch.addmm(products.sum(dim=-1), grad_y, b2s.t())  # (B, L)
+            leaf_terms = grad_mix.to(mixture.dtype).mul_(mixture)  # q of the module docstring
+            grad_hidden = grad_weighted.mul_(mix.unsqueeze(-1)).view(n_inputs, hidden_width)
             grad_pre = _activation_backward(ctx.activation, grad_hidden, hidden, pre)
             if needs[3]:
                 grad_first = grad_pre.t() @ x  # (H, D), neuron-major like w1s's storage
@@ -135,14 +137,18 @@ class SoftFFFFunction(torch.autograd.Function):
             if needs[0]:
                 first = w1s.transpose(1, 2).reshape(hidden_width, in_features)
                 grad_x = grad_pre @ first
-            grad_logits = _grad_mixture_logits(leaf_terms, logits, swap, depth)
+            grad_logits = _grad_mixture_logits(leaf_terms, decision, swap, depth)
 
         if grad_entropy is not None:
-            inside = logits.abs() <= ENTROPY_LOGIT_BOUND
-            decision = torch.sigmoid(logits)
-            slope = logits * decision * (1 - decision) * inside  # -dH/dz
-            term = slope * (grad_entropy / n_inputs)
-            grad_logits = -term if grad_logits is None else grad_logits.sub_(term)
+            # -dH/dz = z c (1 - c) inside the clamp, 0 outside; times dLoss/dH / B
+            scaled = logits * (grad_entropy / n_inputs)
+            term = torch.ops.aten.hardtanh_backward(
+                torch.ops.aten.sigmoid_backward(scaled, decision),
+                logits,
+                -ENTROPY_LOGIT_BOUND,
+                ENTROPY_LOGIT_BOUND,
+            )
+            grad_logits = term.neg_() if grad_logits is None else grad_logits.sub_(term)
 
         grad_node_weights = grad_node_biases = None
         if grad_logits is not None and (needs[0] or needs[1] or needs[2]):
@@ -175,7 +181,7 @@ def _activation_backward(
 ) -> torch.Tensor:
     """dLoss/d(pre-activation) (B, H) from dLoss/d(hidden) (B, H)."""
     if pre is None:  # ReLU: hidden > 0 exactly where pre > 0
-        return grad_hidden.masked_fill_(hidden <= 0, 0)
+        return torch.ops.aten.threshold_backward(grad_hidden, hidden, 0)
     with torch.enable_grad():
         pre = pre.detach().requires_grad_(True)
         (grad_pre,) = torch.autograd.grad(activation(pre), pre, grad_hidden)
@@ -183,14 +189,15 @@ def _activation_backward(
 
 
 def _grad_mixture_logits(
-    leaf_terms: torch.Tensor, logits: torch.Tensor, swap: torch.Tensor | None, depth: int
+    leaf_terms: torch.Tensor, decision: torch.Tensor, swap: torch.Tensor | None, depth: int
 ) -> torch.Tensor:
-    """dLoss/dz (B, N) of the mixture from q = dLoss/dm * m (B, L), level by level up the tree."""
-    mixture_logits = logits if swap is None else torch.where(swap, -logits, logits)
-    decision = torch.sigmoid(mixture_logits)
-    grad = torch.empty_like(logits)
+    """dLoss/dz (B, N) of the mixture from q = dLoss/dm * m (B, L) and c = sigmoid(z) (B, N),
+    level by level up the tree."""
+    if swap is not None:  # the mixture saw -z where swapped: its c is 1 - c there
+        decision = torch.where(swap, 1 - decision, decision)
+    grad = torch.empty_like(decision)
     totals = leaf_terms
-    n_inputs = logits.shape[0]
+    n_inputs = decision.shape[0]
     for level in reversed(range(depth)):
         pairs = totals.view(n_inputs, 2**level, 2)  # (left, right) subtree sums of level's nodes
         totals = pairs.sum(dim=-1)
