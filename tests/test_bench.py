@@ -76,7 +76,8 @@ def _cfg(tmp_path: Path, *overrides: str):
 def test_mode_runs_end_to_end(tmp_path, mode):
     frame = runner.run(_cfg(tmp_path, *TINY[mode]), tmp_path)
     csv = pd.read_csv(tmp_path / f"bench_{mode}.csv")
-    assert len(csv) == len(frame) == {"paper_fig3": 3, "table1": 4, "train": 2, "train_vit": 2}[mode]
+    rows = {"paper_fig3": 3, "table1": 4, "train": 2, "train_vit": 2}[mode]
+    assert len(csv) == len(frame) == rows
     assert (tmp_path / f"bench_{mode}_times.png").stat().st_size > 0
     assert (tmp_path / f"bench_{mode}_speedups.png").stat().st_size > 0
     for column in ("t_FF_ms", "t_FFF_ms", "t_MoE_ms", "FF/FFF", "MoE/FFF", "ideal FF/FFF"):

@@ -233,8 +233,9 @@ def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console
     if "fff" in modules and training:
         if "reference" in modules:
             row["check"] = check_fff_soft(modules["fff"], modules["reference"], x) or "ok"
-        extra_labels = [f"FFF[{s}]" for s in cfg.get("extra_soft_implementations") or []]
-        for implementation, label in zip(cfg.get("extra_soft_implementations") or [], extra_labels):
+        extra_soft = list(cfg.get("extra_soft_implementations") or [])
+        extra_labels = [f"FFF[{s}]" for s in extra_soft]
+        for implementation, label in zip(extra_soft, extra_labels, strict=True):
             variant = copy.deepcopy(modules["fff"])
             variant.soft_implementation = implementation
             calls[label] = _call("fff", variant, x, case, hardening)
