@@ -34,6 +34,26 @@ def test_fff_on_cuda_matches_cpu_float64(dtype):
     assert gpu.eval()(x.to("cuda", dtype)).shape == (3, 40, 6)
 
 
+@pytest.mark.parametrize("leak", [0.0, 0.3])
+def test_fused_soft_step_on_cuda_equals_composite_autograd(leak):
+    torch.manual_seed(1)
+    layer = FFF(32, 6, leaf_width=4, depth=5, hardening=2.0, region_leak=leak)
+    layer = layer.to("cuda", torch.float64).train()
+    x = torch.randn(3, 40, 32, device="cuda", dtype=torch.float64)
+    results = []
+    for implementation in ("fused", "composite"):
+        layer.soft_implementation = implementation
+        layer.zero_grad(set_to_none=True)
+        inputs = x.clone().requires_grad_(True)
+        torch.manual_seed(7)  # the same region-leak draws on both paths
+        y = layer(inputs)
+        (y.square().sum() + layer.aux_loss).backward()
+        grads = [p.grad.clone() for p in layer.parameters()]
+        results.append((y.detach(), inputs.grad, *grads))
+    for fused, composite in zip(*results, strict=True):
+        torch.testing.assert_close(fused, composite, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("layer_cls", [FF, MoE])
 def test_baselines_run_on_cuda_in_bfloat16(layer_cls):
     args = (32, 6, 64) if layer_cls is FF else (32, 6, 8, 16)
