@@ -37,7 +37,7 @@ from fastff.layers.validation import (
 
 HARDENING_REDUCTIONS = ("mean", "sum")
 EVAL_PATHS = ("hard", "soft")
-SOFT_IMPLEMENTATIONS = ("fused", "composite")
+SOFT_IMPLEMENTATIONS = ("fused", "fused_torch", "composite")
 PARAMETER_NAMES = ("node_weights", "node_biases", "w1s", "b1s", "w2s", "b2s")
 REFERENCE_IGNORED_KEYS = ("node_usage", "leaf_usage")
 
@@ -225,7 +225,7 @@ class FFF(nn.Module):
         check_input(x, self.in_features, "FFF")
         x2d = x.reshape(-1, self.in_features)
         dropout_active = self.training and self.dropout > 0.0
-        if self.soft_implementation == "fused" and fusable(
+        if self.soft_implementation != "composite" and fusable(
             self.activation, dropout_active, self.depth
         ):
             y = self._fused_soft_forward(x2d)
@@ -236,9 +236,12 @@ class FFF(nn.Module):
     @property
     def soft_implementation(self) -> str:
         """How the soft forward is computed: ``"fused"`` (default: one autograd function with a
-        hand-written backward, :mod:`fastff.layers.fff_soft_fused`; where it does not apply, at
-        depth 0, with active dropout or an activation with parameters, the composite path runs)
-        or ``"composite"`` (standard autograd over torch ops). Both give the same outputs and
+        hand-written backward, :mod:`fastff.layers.fff_soft_fused`, whose routing runs as a C++
+        kernel on CPU float32/float64 where the kernel library is built, see
+        :mod:`fastff.layers.kernels.cpu_soft_routing`; where the fused function does not apply,
+        at depth 0, with active dropout or an activation with parameters, the composite path
+        runs), ``"fused_torch"`` (the same function, routing always as torch ops) or
+        ``"composite"`` (standard autograd over torch ops). All give the same outputs and
         gradients. Not part of the state_dict."""
         return self.__dict__.get("_soft_implementation", "fused")
 
@@ -258,7 +261,7 @@ class FFF(nn.Module):
             )
         y, entropy = soft_fff(
             x2d, node_weights, node_biases, self.w1s, self.b1s, self.w2s, self.b2s,
-            self.activation, swap,
+            self.activation, swap, self.soft_implementation == "fused",
         )  # fmt: skip
         self._node_entropy = entropy.detach()
         term = entropy.mean() if self.hardening_reduction == "mean" else entropy.sum() * len(x2d)

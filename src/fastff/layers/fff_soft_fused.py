@@ -15,6 +15,10 @@ Gradients (c = sigmoid(z) of the mixture's node logits z, q_j = dLoss/dm_j * m_j
   over the leaves below node n's left and right child;
 - the entropy H(z) = softplus(zc) - zc * sigmoid(zc) of the clamped logit zc (see
   ``node_entropy_from_logits``) has dH/dz = -z c (1 - c) inside the clamp and 0 outside.
+
+The routing (node logits (B, N) -> mixture (B, L) and mean entropy (N,), and its backward) runs
+as the C++ kernel of :mod:`fastff.layers.kernels.cpu_soft_routing` on CPU float32/float64 where
+that kernel is loaded and ``routing_kernel`` is set, else as the torch ops below (same math).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 from torch import nn
 
 from fastff.layers.fff_soft import ENTROPY_LOGIT_BOUND, routing_dtype
+from fastff.layers.kernels import cpu_soft_routing
 
 
 def _leaf_mixture_from(logits: torch.Tensor, depth: int) -> torch.Tensor:
@@ -48,8 +53,9 @@ def _relu_like(activation: nn.Module) -> bool:
 class SoftFFFFunction(torch.autograd.Function):
     """(x, parameters) -> (y (B, O), mean node entropy (N,) float32); see the module docstring.
 
-    Non-tensor arguments: the activation module (elementwise, without parameters), the depth,
-    and ``swap`` (B, N) bool or None: the region-leak transpositions (negated mixture logits).
+    Non-tensor arguments: the activation module (elementwise, without parameters), ``swap``
+    (B, N) bool or None: the region-leak transpositions (negated mixture logits), and
+    ``routing_kernel``: use the C++ routing kernel where it can run.
     """
 
     @staticmethod
@@ -64,6 +70,7 @@ class SoftFFFFunction(torch.autograd.Function):
         b2s: torch.Tensor,
         activation: nn.Module,
         swap: torch.Tensor | None,
+        routing_kernel: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n_inputs = x.shape[0]
         n_leaves, in_features, leaf_width = w1s.shape
@@ -73,12 +80,11 @@ class SoftFFFFunction(torch.autograd.Function):
 
         logits = torch.addmm(node_biases.view(-1), x, node_weights.t())
         logits = logits.to(routing_dtype(logits.dtype))  # (B, N)
-        clamped = logits.clamp(-ENTROPY_LOGIT_BOUND, ENTROPY_LOGIT_BOUND)
-        entropy = torch.addcmul(
-            nn.functional.softplus(clamped), clamped, torch.sigmoid(clamped), value=-1
-        )
-        mixture_logits = logits if swap is None else torch.where(swap, -logits, logits)
-        mixture = _leaf_mixture_from(mixture_logits, depth)  # (B, L) routing dtype
+        routing_kernel = routing_kernel and cpu_soft_routing.usable(logits)
+        if routing_kernel:
+            mixture, entropy_mean = cpu_soft_routing.forward(logits, swap, depth)
+        else:
+            mixture, entropy_mean = _routing_forward(logits, swap, depth)
 
         first = w1s.transpose(1, 2).reshape(hidden_width, in_features)
         pre = torch.addmm(b1s.view(-1), x, first.t())  # (B, H)
@@ -91,12 +97,13 @@ class SoftFFFFunction(torch.autograd.Function):
 
         ctx.activation = activation
         ctx.depth = depth
+        ctx.routing_kernel = routing_kernel
         ctx.save_for_backward(
             x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, swap,
             None if _relu_like(activation) else pre,
         )  # fmt: skip
         ctx.set_materialize_grads(False)
-        return y, entropy.mean(dim=0)
+        return y, entropy_mean
 
     @staticmethod
     def backward(
@@ -109,9 +116,7 @@ class SoftFFFFunction(torch.autograd.Function):
         hidden_width = n_leaves * leaf_width
         out_features = w2s.shape[-1]
         grad_x = grad_w1s = grad_b1s = grad_w2s = grad_b2s = None
-        grad_logits = None  # (B, N) routing dtype
-
-        decision = torch.sigmoid(logits)  # c (B, N)
+        grad_mix = None  # dLoss/dm (B, L)
         if grad_y is not None:
             mix = mixture.to(hidden.dtype)
             hidden3 = hidden.view(n_inputs, n_leaves, leaf_width)
@@ -126,7 +131,6 @@ class SoftFFFFunction(torch.autograd.Function):
                 grad_w2s = (work.view(n_inputs, hidden_width).t() @ grad_y).view_as(w2s)
             products = torch.mul(grad_weighted, hidden3, out=work)
             grad_mix = torch.addmm(products.sum(dim=-1), grad_y, b2s.t())  # (B, L)
-            leaf_terms = grad_mix.to(mixture.dtype).mul_(mixture)  # q of the module docstring
             grad_hidden = grad_weighted.mul_(mix.unsqueeze(-1)).view(n_inputs, hidden_width)
             grad_pre = _activation_backward(ctx.activation, grad_hidden, hidden, pre)
             if needs[3]:
@@ -137,22 +141,15 @@ class SoftFFFFunction(torch.autograd.Function):
             if needs[0]:
                 first = w1s.transpose(1, 2).reshape(hidden_width, in_features)
                 grad_x = grad_pre @ first
-            grad_logits = _grad_mixture_logits(leaf_terms, decision, swap, depth)
-
-        if grad_entropy is not None:
-            # -dH/dz = z c (1 - c) inside the clamp, 0 outside; times dLoss/dH / B
-            scaled = logits * (grad_entropy / n_inputs)
-            term = torch.ops.aten.hardtanh_backward(
-                torch.ops.aten.sigmoid_backward(scaled, decision),
-                logits,
-                -ENTROPY_LOGIT_BOUND,
-                ENTROPY_LOGIT_BOUND,
-            )
-            grad_logits = term.neg_() if grad_logits is None else grad_logits.sub_(term)
 
         grad_node_weights = grad_node_biases = None
-        if grad_logits is not None and (needs[0] or needs[1] or needs[2]):
-            grad_logits = grad_logits.to(x.dtype)
+        has_grads = grad_mix is not None or grad_entropy is not None
+        if has_grads and (needs[0] or needs[1] or needs[2]):
+            routing_backward = (
+                cpu_soft_routing.backward if ctx.routing_kernel else _routing_backward
+            )
+            grad_logits = routing_backward(logits, swap, grad_mix, mixture, grad_entropy, depth)
+            grad_logits = grad_logits.to(x.dtype)  # (B, N)
             if needs[1]:
                 grad_node_weights = grad_logits.t() @ x
             if needs[2]:
@@ -170,7 +167,49 @@ class SoftFFFFunction(torch.autograd.Function):
             grad_b2s,
             None,
             None,
+            None,
         )
+
+
+def _routing_forward(
+    logits: torch.Tensor, swap: torch.Tensor | None, depth: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mixture (B, L), mean node entropy (N,)) from node logits (B, N) as torch ops; ``swap``
+    (B, N) bool or None negates the mixture logits."""
+    clamped = logits.clamp(-ENTROPY_LOGIT_BOUND, ENTROPY_LOGIT_BOUND)
+    entropy = torch.addcmul(
+        nn.functional.softplus(clamped), clamped, torch.sigmoid(clamped), value=-1
+    )
+    mixture_logits = logits if swap is None else torch.where(swap, -logits, logits)
+    return _leaf_mixture_from(mixture_logits, depth), entropy.mean(dim=0)
+
+
+def _routing_backward(
+    logits: torch.Tensor,
+    swap: torch.Tensor | None,
+    grad_mix: torch.Tensor | None,
+    mixture: torch.Tensor,
+    grad_entropy: torch.Tensor | None,
+    depth: int,
+) -> torch.Tensor:
+    """dLoss/dz (B, N) in the routing dtype as torch ops, from dLoss/dm (B, L) or None, the
+    mixture (B, L) and dLoss/d(mean entropy) (N,) or None (not both None)."""
+    decision = torch.sigmoid(logits)  # c (B, N)
+    grad_logits = None
+    if grad_mix is not None:
+        leaf_terms = grad_mix.to(mixture.dtype).mul_(mixture)  # q of the module docstring
+        grad_logits = _grad_mixture_logits(leaf_terms, decision, swap, depth)
+    if grad_entropy is not None:
+        # -dH/dz = z c (1 - c) inside the clamp, 0 outside; times dLoss/dH / B
+        scaled = logits * (grad_entropy / logits.shape[0])
+        term = torch.ops.aten.hardtanh_backward(
+            torch.ops.aten.sigmoid_backward(scaled, decision),
+            logits,
+            -ENTROPY_LOGIT_BOUND,
+            ENTROPY_LOGIT_BOUND,
+        )
+        grad_logits = term.neg_() if grad_logits is None else grad_logits.sub_(term)
+    return grad_logits
 
 
 def _activation_backward(
@@ -216,16 +255,20 @@ def soft_fff(
     b2s: torch.Tensor,
     activation: nn.Module,
     swap: torch.Tensor | None = None,
+    routing_kernel: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The FFF soft forward of (B, D) inputs: (y (B, O), mean node entropy (N,) float32).
+    """The FFF soft forward of (B, D) inputs: (y (B, O), mean node entropy (N,) in the routing
+    dtype, at least float32).
 
     Parameters in the FFF's shapes: node_weights (N, D), node_biases (N, 1), w1s (L, D, l),
     b1s (L, l), w2s (L, l, O), b2s (L, O); depth = log2(L) >= 1. ``activation`` acts elementwise
     and has no parameters (see :func:`fusable`); ``swap`` (B, N) bool negates those mixture
     logits (region leak; the entropy is symmetric in the sign). No dropout.
+    ``routing_kernel``: compute the routing with the C++ kernel where it can run (CPU
+    float32/float64 routing, kernel loaded), else (or when False) with torch ops.
     """
     return SoftFFFFunction.apply(
-        x, node_weights, node_biases, w1s, b1s, w2s, b2s, activation, swap
+        x, node_weights, node_biases, w1s, b1s, w2s, b2s, activation, swap, routing_kernel
     )
 
 

@@ -1,5 +1,8 @@
 """``python -m fastff.layers.kernels build|status``: build the C++ CPU kernel, or report on it.
 
+One library holds the hard forward (the ``fused_cpu`` strategy) and the soft routing of the
+fused training forward (:mod:`fastff.layers.kernels.cpu_soft_routing`).
+
 ``build`` compiles the kernel unless a build for this source, CPU and torch exists (``--force``
 rebuilds). Exit status: 0 when built (or already built); 0 with one warning line when there is
 no C++ compiler (FFF then runs its PyTorch strategies); 1 when a compiler exists but the build
@@ -56,6 +59,7 @@ def status() -> int:
     state = cpu_build.status()
     print(f"hard strategies: {', '.join(kernels.strategy_names())}")
     print(f"fused_cpu: {state.state} ({state.reason})")
+    print("  also holds the soft routing kernel (FFF.soft_implementation='fused' on the CPU)")
     print(f"  library:  {state.spec.library}")
     print(f"  compiler: {state.compiler or 'none on PATH'}; ISA: {state.spec.isa}")
     return 0

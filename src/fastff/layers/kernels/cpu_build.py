@@ -1,4 +1,8 @@
-"""Build and load the C++ CPU kernel (``csrc/fff_hard_cpu.cpp``): both only when asked.
+"""Build and load the C++ CPU kernels (:data:`SOURCES`): both only when asked.
+
+One library holds the fused hard forward (``csrc/fff_hard_cpu.cpp``, the ``fused_cpu`` hard
+strategy) and the soft routing (``csrc/fff_soft_routing_cpu.cpp``, used by the fused soft
+forward, :mod:`fastff.layers.fff_soft_fused`), so one build and one load cover both.
 
 - :func:`build` compiles the kernel in the calling process with ``torch.utils.cpp_extension``
   (the C++ compiler and ninja; 10-60 s) into its own folder of the torch
@@ -11,7 +15,8 @@
   thread) or, if there is none, logs one line saying how to build it and leaves FFF on the
   PyTorch strategies for the rest of the process. ``load(build_missing=True)`` (the benchmark,
   the tests) builds a missing kernel first and revisits an earlier "not built".
-- ``FASTFF_FUSED_CPU=0`` makes :func:`load` refuse the kernel.
+- ``FASTFF_FUSED_CPU=0`` makes :func:`load` refuse the kernel (both the hard strategy and the
+  soft routing then use PyTorch ops).
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from types import ModuleType
 import torch
 
 SOURCE = Path(__file__).parent / "csrc" / "fff_hard_cpu.cpp"
+ROUTING_SOURCE = Path(__file__).parent / "csrc" / "fff_soft_routing_cpu.cpp"
+SOURCES = (SOURCE, ROUTING_SOURCE)
+"""Compiled into one library."""
 DISABLE_ENV = "FASTFF_FUSED_CPU"
 BUILD_COMMAND = "python -m fastff.layers.kernels build"
 LIBRARY_SUFFIX = ".pyd" if sys.platform == "win32" else ".so"  # as torch.utils.cpp_extension
@@ -80,9 +88,12 @@ def build_spec() -> BuildSpec:
     """The build of the current source for this CPU's ISA, Python and torch."""
     isa, isa_flags = _isa_flags()
     cflags = ("-O3", "-fopenmp", *isa_flags)
-    identity = hashlib.sha1(SOURCE.read_bytes())
+    identity = hashlib.sha1()
+    for source in SOURCES:
+        identity.update(source.read_bytes())
     python = f"{sys.version_info.major}.{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
-    identity.update(f"{SOURCE.resolve()}|{cflags}|{torch.__version__}|{python}".encode())
+    paths = "|".join(str(source.resolve()) for source in SOURCES)
+    identity.update(f"{paths}|{cflags}|{torch.__version__}|{python}".encode())
     name = f"fastff_fff_cpu_{isa}_{identity.hexdigest()[:12]}"
     return BuildSpec(name, isa, cflags, extensions_root() / "fastff" / name)
 
@@ -133,7 +144,7 @@ def build(*, force: bool = False, verbose: bool = False) -> Path:
             try:
                 cpp_extension.load(
                     name=spec.name,
-                    sources=[str(SOURCE)],
+                    sources=[str(source) for source in SOURCES],
                     extra_cflags=list(spec.cflags),
                     extra_ldflags=["-fopenmp"],
                     build_directory=str(spec.directory),
@@ -142,7 +153,8 @@ def build(*, force: bool = False, verbose: bool = False) -> Path:
                 )
             except Exception as error:  # compiler, linker and ninja failures
                 raise KernelBuildError(_tail(error)) from error
-        spec.marker.write_text(f"{SOURCE}\ntorch {torch.__version__}\n{' '.join(spec.cflags)}\n")
+        sources = "\n".join(str(source) for source in SOURCES)
+        spec.marker.write_text(f"{sources}\ntorch {torch.__version__}\n{' '.join(spec.cflags)}\n")
     return spec.library
 
 

@@ -1,0 +1,57 @@
+"""The soft routing of the fused FFF training forward as C++ (``csrc/fff_soft_routing_cpu.cpp``).
+
+From the node logits z (B, N) the kernel computes, one pass per row, the leaf mixture (B, L) and
+the batch-mean node entropy (N,), and in the backward dLoss/dz (B, N), with the math of the
+torch-op path in :mod:`fastff.layers.fff_soft_fused` (which it replaces on the CPU). CPU
+float32/float64 only; it runs only when the kernel library is loaded in this process (it is
+part of the ``fused_cpu`` library: :mod:`.cpu_build` builds and loads both; a forward pass never
+builds, and ``FASTFF_FUSED_CPU=0`` disables both).
+
+Notation as in :mod:`fastff.layers.fff`: B inputs, d = depth, N = 2**d - 1 nodes, L = 2**d leaves.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastff.layers.kernels import cpu_build
+
+DTYPES = (torch.float32, torch.float64)
+
+
+def usable(logits: torch.Tensor) -> bool:
+    """Whether the kernel can compute the routing of these node logits (B, N): CPU, float32 or
+    float64, and the library loaded (decided once per process, never builds; see
+    :func:`cpu_build.load`)."""
+    return logits.device.type == "cpu" and logits.dtype in DTYPES and cpu_build.load()
+
+
+def forward(
+    logits: torch.Tensor, swap: torch.Tensor | None, depth: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mixture (B, L), mean node entropy (N,)), both in the logits' dtype, from node logits
+    (B, N) and the region-leak swaps (B, N) bool or None (negated mixture logits)."""
+    return torch.ops.fastff.fff_soft_routing_forward(
+        logits.contiguous(), None if swap is None else swap.contiguous(), depth
+    )
+
+
+def backward(
+    logits: torch.Tensor,
+    swap: torch.Tensor | None,
+    leaf_grad: torch.Tensor | None,
+    mixture: torch.Tensor,
+    grad_entropy: torch.Tensor | None,
+    depth: int,
+) -> torch.Tensor:
+    """dLoss/dz (B, N) from dLoss/dm (B, L) (None: no output gradient), the forward's mixture
+    (B, L) and dLoss/d(mean entropy) (N,) (None: no entropy gradient)."""
+    dtype = logits.dtype
+    return torch.ops.fastff.fff_soft_routing_backward(
+        logits.contiguous(),
+        None if swap is None else swap.contiguous(),
+        None if leaf_grad is None else leaf_grad.to(dtype).contiguous(),
+        mixture.contiguous(),
+        None if grad_entropy is None else grad_entropy.to(dtype).contiguous(),
+        depth,
+    )

@@ -1,0 +1,296 @@
+// Routing of the FFF soft (training) forward on the CPU: leaf mixture and node entropy, forward
+// and backward, one pass over each row.
+//
+// The torch-op path of fastff/layers/fff_soft_fused.py makes a dozen elementwise passes over
+// (B, N) and (B, L) tensors per step; here each row is done while it is in cache, with the
+// transcendental functions vectorised (ATen's Vectorized, Sleef on AVX2/AVX-512). Same math:
+//
+// - mixture m (B, L): exp of the sum along each leaf's path of log c = logsigmoid(z') (went
+//   right) or log(1 - c) = logsigmoid(-z') (went left), built level by level; z' = -z where the
+//   region-leak swap is set, else z;
+// - entropy H(z) of the logit clamped to [-bound, bound]: softplus(zc) - zc sigmoid(zc), which
+//   is log1p(e) + a e / (1 + e) with a = |zc|, e = exp(-a); the kernel returns its batch mean;
+// - backward: with q = dLoss/dm * m, L_n and R_n the sums of q below node n's left and right
+//   child, dLoss/dz'_n = R_n - (L_n + R_n) c'_n (negated where swapped), minus
+//   dLoss/dH_n / B * z c (1 - c) strictly inside the clamp (dH/dz = -z c (1 - c) there).
+//
+// Shapes: logits (B, N) with N = 2**depth - 1, float32 or float64, contiguous; swap (B, N) bool
+// or None; mixture and leaf_grad (B, L) with L = 2**depth; grad_entropy (N,) or None. Registered
+// as torch.ops.fastff.fff_soft_routing_forward(logits, swap, depth) -> (mixture, entropy_mean)
+// and torch.ops.fastff.fff_soft_routing_backward(logits, swap, leaf_grad, mixture, grad_entropy,
+// depth) -> grad_logits (B, N).
+
+// ATen's vector types for the ISA this file is compiled for (cpu_build passes the -m flags);
+// the CPU_CAPABILITY namespace keeps them apart from the ones inside libtorch.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512DQ__) && defined(__FMA__)
+#define CPU_CAPABILITY AVX512
+#define CPU_CAPABILITY_AVX512
+#elif defined(__AVX2__) && defined(__FMA__)
+#define CPU_CAPABILITY AVX2
+#define CPU_CAPABILITY_AVX2
+#else
+#define CPU_CAPABILITY DEFAULT
+#endif
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+// Rows per block: the unit of parallel work and of the entropy's partial sums. Elementwise work
+// runs flat over a block's (rows, N) or (rows, L) values, so small trees still fill the vector
+// lanes; the tree sums run per row. Depends only on N (the result does not depend on threads).
+int64_t block_rows(int64_t nodes) { return std::max<int64_t>(1, std::min<int64_t>(64, 8192 / nodes)); }
+
+template <typename T>
+using Vec = at::vec::Vectorized<T>;
+
+// Per-element signs (-1 where swapped) of count <= Vec::size() values starting at swap.
+template <typename T>
+inline Vec<T> swap_signs(const bool* swap, int64_t count) {
+  alignas(64) T signs[Vec<T>::size()];
+  for (int64_t i = 0; i < Vec<T>::size(); ++i) {
+    signs[i] = (i < count && swap[i]) ? T(-1) : T(1);
+  }
+  return Vec<T>::loadu(signs);
+}
+
+void check_logits(const at::Tensor& logits, int64_t depth) {
+  TORCH_CHECK(logits.device().is_cpu(), "fff_soft_routing: logits must be on the CPU");
+  TORCH_CHECK(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble,
+              "fff_soft_routing: logits must be float32 or float64");
+  TORCH_CHECK(depth >= 1 && depth <= 30, "fff_soft_routing: depth must be in [1, 30]");
+  TORCH_CHECK(logits.dim() == 2 && logits.size(1) == (int64_t(1) << depth) - 1,
+              "fff_soft_routing: logits must be (B, 2**depth - 1)");
+  TORCH_CHECK(logits.is_contiguous(), "fff_soft_routing: logits must be contiguous");
+}
+
+const bool* swap_data(const c10::optional<at::Tensor>& swap, const at::Tensor& logits) {
+  if (!swap.has_value() || !swap->defined()) return nullptr;
+  TORCH_CHECK(swap->scalar_type() == at::kBool && swap->sizes() == logits.sizes() &&
+                  swap->is_contiguous() && swap->device().is_cpu(),
+              "fff_soft_routing: swap must be a contiguous CPU bool tensor shaped like logits");
+  return swap->data_ptr<bool>();
+}
+
+std::tuple<at::Tensor, at::Tensor> fff_soft_routing_forward(
+    const at::Tensor& logits, const c10::optional<at::Tensor>& swap, int64_t depth) {
+  check_logits(logits, depth);
+  const bool* sw = swap_data(swap, logits);
+  const int64_t batch = logits.size(0), nodes = logits.size(1), leaves = nodes + 1;
+  at::Tensor mixture = at::empty({batch, leaves}, logits.options());
+  at::Tensor entropy_mean = at::empty({nodes}, logits.options());
+  const int64_t rows_per_block = block_rows(nodes);
+  const int64_t blocks = (batch + rows_per_block - 1) / rows_per_block;
+  std::vector<double> partial(static_cast<size_t>(std::max<int64_t>(blocks, 1) * nodes), 0.0);
+
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "fff_soft_routing_forward", [&] {
+    using T = scalar_t;
+    constexpr int64_t W = Vec<T>::size();
+    const T* zp = logits.data_ptr<T>();
+    T* mp = mixture.data_ptr<T>();
+    // The entropy's clamp: |z| > bound uses the entropy at the bound.
+    const double bound_d = std::log((1.0 - 1e-6) / 1e-6);
+    const Vec<T> vbound(static_cast<T>(bound_d)), veb(static_cast<T>(std::exp(-bound_d)));
+    const Vec<T> vlpb(static_cast<T>(std::log1p(std::exp(-bound_d))));
+    const Vec<T> zero(T(0)), one(T(1));
+    at::parallel_for(0, blocks, 1, [&](int64_t block_begin, int64_t block_end) {
+      const size_t buffer = static_cast<size_t>(rows_per_block * nodes);
+      std::vector<T> log_left(buffer), log_right(buffer), entropy(buffer);
+      for (int64_t block = block_begin; block < block_end; ++block) {
+        const int64_t row0 = block * rows_per_block;
+        const int64_t rows = std::min(batch, row0 + rows_per_block) - row0;
+        const T* z = zp + row0 * nodes;
+        const bool* s = sw == nullptr ? nullptr : sw + row0 * nodes;
+        // elementwise over the block's nodes: log c', log(1 - c') and the clamped entropy
+        for (int64_t i = 0; i < rows * nodes; i += W) {
+          const int64_t count = std::min(W, rows * nodes - i);
+          const Vec<T> zv = Vec<T>::loadu(z + i, count);
+          const Vec<T> zm = s == nullptr ? zv : zv * swap_signs<T>(s + i, count);
+          const Vec<T> a = zv.abs();
+          const Vec<T> e = a.neg().exp();  // exp(-|z|)
+          const Vec<T> lp = e.log1p();     // softplus(-|z|)
+          // logsigmoid(x) = min(x, 0) - log1p(exp(-|x|))
+          (at::vec::minimum(zm, zero) - lp).store(log_right.data() + i, count);
+          (at::vec::minimum(zm.neg(), zero) - lp).store(log_left.data() + i, count);
+          const Vec<T> inside = a <= vbound;  // mask: the clamp is inactive
+          const Vec<T> ec = Vec<T>::blendv(veb, e, inside);
+          const Vec<T> lpc = Vec<T>::blendv(vlpb, lp, inside);
+          const Vec<T> ac = at::vec::minimum(a, vbound);
+          (lpc + ac * ec / (one + ec)).store(entropy.data() + i, count);
+        }
+        double* sums = partial.data() + block * nodes;
+        for (int64_t r = 0; r < rows; ++r) {
+          const T* h = entropy.data() + r * nodes;
+          for (int64_t n = 0; n < nodes; ++n) sums[n] += static_cast<double>(h[n]);
+        }
+        // log mixture, level by level, in place in each output row (children after parents)
+        for (int64_t r = 0; r < rows; ++r) {
+          const T* left = log_left.data() + r * nodes;
+          const T* right = log_right.data() + r * nodes;
+          T* m = mp + (row0 + r) * leaves;
+          m[0] = left[0];
+          m[1] = right[0];
+          for (int64_t level = 1; level < depth; ++level) {
+            const int64_t base = (int64_t(1) << level) - 1;
+            for (int64_t i = base; i >= 0; --i) {  // base = 2**level - 1: the last of 2**level
+              const T parent = m[i];
+              m[2 * i + 1] = parent + right[base + i];
+              m[2 * i] = parent + left[base + i];
+            }
+          }
+        }
+        T* m = mp + row0 * leaves;
+        for (int64_t j = 0; j < rows * leaves; j += W) {
+          const int64_t count = std::min(W, rows * leaves - j);
+          Vec<T>::loadu(m + j, count).exp().store(m + j, count);
+        }
+      }
+    });
+    T* hp = entropy_mean.data_ptr<T>();
+    for (int64_t n = 0; n < nodes; ++n) {
+      double total = 0.0;
+      for (int64_t block = 0; block < blocks; ++block) total += partial[block * nodes + n];
+      hp[n] = static_cast<T>(total / static_cast<double>(batch));
+    }
+  });
+  return {mixture, entropy_mean};
+}
+
+at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
+                                     const c10::optional<at::Tensor>& swap,
+                                     const c10::optional<at::Tensor>& leaf_grad,
+                                     const c10::optional<at::Tensor>& mixture,
+                                     const c10::optional<at::Tensor>& grad_entropy,
+                                     int64_t depth) {
+  check_logits(logits, depth);
+  const bool* sw = swap_data(swap, logits);
+  const int64_t batch = logits.size(0), nodes = logits.size(1), leaves = nodes + 1;
+  const bool has_leaf = leaf_grad.has_value() && leaf_grad->defined();
+  const bool has_entropy = grad_entropy.has_value() && grad_entropy->defined();
+  if (has_leaf) {
+    TORCH_CHECK(mixture.has_value() && mixture->defined(),
+                "fff_soft_routing_backward: leaf_grad needs the mixture");
+    for (const at::Tensor* t : {&*leaf_grad, &*mixture}) {
+      TORCH_CHECK(t->scalar_type() == logits.scalar_type() && t->is_contiguous() &&
+                      t->dim() == 2 && t->size(0) == batch && t->size(1) == leaves,
+                  "fff_soft_routing_backward: leaf_grad and mixture must be contiguous (B, L) "
+                  "tensors in the logits' dtype");
+    }
+  }
+  if (has_entropy) {
+    TORCH_CHECK(grad_entropy->scalar_type() == logits.scalar_type() &&
+                    grad_entropy->is_contiguous() && grad_entropy->numel() == nodes,
+                "fff_soft_routing_backward: grad_entropy must be a contiguous (N,) tensor in "
+                "the logits' dtype");
+  }
+  at::Tensor grad = at::empty_like(logits);
+  if (!has_leaf && !has_entropy) return grad.zero_();
+  const int64_t rows_per_block = block_rows(nodes);
+  const int64_t blocks = (batch + rows_per_block - 1) / rows_per_block;
+
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "fff_soft_routing_backward", [&] {
+    using T = scalar_t;
+    constexpr int64_t W = Vec<T>::size();
+    const T* zp = logits.data_ptr<T>();
+    const T* gp = has_leaf ? leaf_grad->data_ptr<T>() : nullptr;
+    const T* mp = has_leaf ? mixture->data_ptr<T>() : nullptr;
+    T* out = grad.data_ptr<T>();
+    const Vec<T> vbound(static_cast<T>(std::log((1.0 - 1e-6) / 1e-6))), zero(T(0)), one(T(1));
+    // dLoss/dH_n / B (the entropy output is a batch mean), tiled over a block's rows
+    std::vector<T> scale(has_entropy ? static_cast<size_t>(rows_per_block * nodes) : 0);
+    if (has_entropy) {
+      const T* ge = grad_entropy->data_ptr<T>();
+      for (int64_t n = 0; n < nodes; ++n) scale[n] = ge[n] / static_cast<T>(batch);
+      for (int64_t r = 1; r < rows_per_block; ++r) {
+        std::copy(scale.begin(), scale.begin() + nodes, scale.begin() + r * nodes);
+      }
+    }
+    at::parallel_for(0, blocks, 1, [&](int64_t block_begin, int64_t block_end) {
+      const size_t buffer = static_cast<size_t>(rows_per_block * nodes);
+      std::vector<T> decision(buffer), spread(buffer);
+      std::vector<T> totals(has_leaf ? static_cast<size_t>(rows_per_block * leaves) : 0);
+      for (int64_t block = block_begin; block < block_end; ++block) {
+        const int64_t row0 = block * rows_per_block;
+        const int64_t rows = std::min(batch, row0 + rows_per_block) - row0;
+        const T* z = zp + row0 * nodes;
+        const bool* s = sw == nullptr ? nullptr : sw + row0 * nodes;
+        T* g = out + row0 * nodes;
+        // c' = sigmoid(z') of the mixture and c (1 - c) = e / (1 + e)**2, e = exp(-|z|)
+        for (int64_t i = 0; i < rows * nodes; i += W) {
+          const int64_t count = std::min(W, rows * nodes - i);
+          const Vec<T> zv = Vec<T>::loadu(z + i, count);
+          const Vec<T> zm = s == nullptr ? zv : zv * swap_signs<T>(s + i, count);
+          const Vec<T> e = zv.abs().neg().exp();
+          const Vec<T> inv = one / (one + e);
+          Vec<T>::blendv(e * inv, inv, zm >= zero).store(decision.data() + i, count);
+          (e * inv * inv).store(spread.data() + i, count);
+        }
+        if (has_leaf) {
+          const T* gl = gp + row0 * leaves;
+          const T* ml = mp + row0 * leaves;
+          for (int64_t j = 0; j < rows * leaves; j += W) {  // q = dLoss/dm * m
+            const int64_t count = std::min(W, rows * leaves - j);
+            (Vec<T>::loadu(gl + j, count) * Vec<T>::loadu(ml + j, count))
+                .store(totals.data() + j, count);
+          }
+          for (int64_t r = 0; r < rows; ++r) {
+            T* t = totals.data() + r * leaves;
+            const T* c = decision.data() + r * nodes;
+            const bool* sr = s == nullptr ? nullptr : s + r * nodes;
+            T* gr = g + r * nodes;
+            // subtree sums, deepest level first; t[i] of a level overwrites after reading
+            for (int64_t level = depth - 1; level >= 0; --level) {
+              const int64_t base = (int64_t(1) << level) - 1;
+              for (int64_t i = 0; i <= base; ++i) {
+                const T left = t[2 * i], right = t[2 * i + 1];
+                const T total = left + right;
+                const T dz = right - total * c[base + i];
+                gr[base + i] = (sr != nullptr && sr[base + i]) ? -dz : dz;
+                t[i] = total;
+              }
+            }
+          }
+        } else {
+          std::fill(g, g + rows * nodes, T(0));
+        }
+        if (has_entropy) {
+          for (int64_t i = 0; i < rows * nodes; i += W) {
+            const int64_t count = std::min(W, rows * nodes - i);
+            const Vec<T> zv = Vec<T>::loadu(z + i, count);
+            const Vec<T> term = zv * Vec<T>::loadu(scale.data() + i, count) *
+                                Vec<T>::loadu(spread.data() + i, count);
+            const Vec<T> inside = zv.abs() < vbound;  // strictly, as hardtanh_backward
+            const Vec<T> gv = Vec<T>::loadu(g + i, count);
+            Vec<T>::blendv(gv, gv - term, inside).store(g + i, count);
+          }
+        }
+      }
+    });
+  });
+  return grad;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fastff, m) {
+  m.def("fff_soft_routing_forward(Tensor logits, Tensor? swap, int depth) -> (Tensor, Tensor)");
+  m.def(
+      "fff_soft_routing_backward(Tensor logits, Tensor? swap, Tensor? leaf_grad, "
+      "Tensor? mixture, Tensor? grad_entropy, int depth) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fastff, CPU, m) {
+  m.impl("fff_soft_routing_forward", &fff_soft_routing_forward);
+  m.impl("fff_soft_routing_backward", &fff_soft_routing_backward);
+}

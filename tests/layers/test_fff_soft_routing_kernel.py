@@ -1,0 +1,187 @@
+"""The C++ soft routing kernel (``fastff.layers.kernels.cpu_soft_routing``) against the torch-op
+routing of the fused soft forward: the kernel ops alone, whole training steps through ``FFF``
+(``soft_implementation`` "fused" vs "fused_torch" vs "composite"), finite differences, and the
+fallback when the kernel is disabled or not built."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from test_fff_soft_fused import _assert_same_step, _step
+from torch import nn
+
+from fastff.layers import FFF
+from fastff.layers import fff_soft_fused as fused
+from fastff.layers.kernels import cpu_build, cpu_soft_routing
+
+IN, OUT = 9, 4
+TOLERANCE = {
+    torch.float64: {"rtol": 1e-10, "atol": 1e-12},
+    torch.float32: {"rtol": 1e-5, "atol": 1e-6},
+}
+
+
+@pytest.fixture
+def kernel_calls(fused_kernel, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """The kernel is loaded; counts its forward and backward calls."""
+    calls = {"forward": 0, "backward": 0}
+    for name in calls:
+        original = getattr(cpu_soft_routing, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cpu_soft_routing, name, counted)
+    return calls
+
+
+def _logits(batch: int, depth: int, dtype: torch.dtype) -> torch.Tensor:
+    """Logits (B, N) with every regime: small, beyond the entropy clamp, huge, exact zeros."""
+    generator = torch.Generator().manual_seed(depth)
+    logits = 4 * torch.randn(batch, 2**depth - 1, generator=generator, dtype=torch.float64)
+    logits[0] = 0.0
+    logits[1, ::2] = 20.0
+    logits[2, ::3] = -60.0
+    return logits.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("with_swap", [False, True])
+@pytest.mark.parametrize("depth", range(1, 9))
+def test_kernel_ops_equal_the_torch_ops(fused_kernel, depth, with_swap, dtype):
+    batch = 131  # several row blocks, the last one partial
+    logits = _logits(batch, depth, dtype)
+    swap = torch.rand(logits.shape, generator=torch.Generator().manual_seed(1)) < 0.3
+    swap = swap if with_swap else None
+    tolerance = TOLERANCE[dtype]
+
+    mixture, entropy = cpu_soft_routing.forward(logits, swap, depth)
+    expected_mixture, expected_entropy = fused._routing_forward(logits, swap, depth)
+    assert mixture.dtype == entropy.dtype == dtype
+    torch.testing.assert_close(mixture, expected_mixture, **tolerance)
+    torch.testing.assert_close(entropy, expected_entropy, **tolerance)
+
+    leaf_grad = torch.randn(batch, 2**depth, dtype=dtype)
+    grad_entropy = torch.randn(2**depth - 1, dtype=dtype)
+    for leaf, ent in [(leaf_grad, grad_entropy), (leaf_grad, None), (None, grad_entropy)]:
+        grad = cpu_soft_routing.backward(logits, swap, leaf, mixture, ent, depth)
+        expected = fused._routing_backward(
+            logits, swap, None if leaf is None else leaf.clone(), expected_mixture, ent, depth
+        )
+        torch.testing.assert_close(grad, expected, **tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("loss", ["both", "output", "aux"])
+@pytest.mark.parametrize("leak", [0.0, 0.4])
+@pytest.mark.parametrize("depth", range(1, 9))
+def test_kernel_step_equals_torch_routing(kernel_calls, depth, leak, loss, dtype):
+    torch.manual_seed(depth)
+    fff = FFF(IN, OUT, 2, depth, region_leak=leak, hardening=2.5).to(dtype).train()
+    x = 3 * torch.randn(70, IN, dtype=dtype)
+    with_kernel = _step(fff, x, "fused", loss=loss)
+    assert kernel_calls == {"forward": 1, "backward": 1}
+    tolerance = TOLERANCE[dtype] if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    _assert_same_step(with_kernel, _step(fff, x, "fused_torch", loss=loss), **tolerance)
+    _assert_same_step(with_kernel, _step(fff, x, "composite", loss=loss), **tolerance)
+    assert kernel_calls == {"forward": 1, "backward": 1}  # neither of them used it
+
+
+def test_frozen_tree_without_input_gradient_skips_the_routing_backward(kernel_calls):
+    fff = FFF(IN, OUT, 2, 3, hardening=1.0, frozen_tree=True).double().train()
+    y = fff(torch.randn(5, IN, dtype=torch.float64))
+    (y.sum() + fff.aux_loss).backward()
+    assert kernel_calls == {"forward": 1, "backward": 0}
+    assert fff.w1s.grad is not None and fff.node_weights.grad is None
+
+
+def test_low_precision_layers_route_in_float32_with_the_kernel(kernel_calls):
+    torch.manual_seed(2)
+    fff = FFF(IN, OUT, 4, 4, hardening=1.0).to(torch.bfloat16).train()
+    x = torch.randn(32, IN, dtype=torch.bfloat16)
+    with_kernel = _step(fff, x, "fused")
+    assert kernel_calls == {"forward": 1, "backward": 1}
+    _assert_same_step(with_kernel, _step(fff, x, "fused_torch"), rtol=0.02, atol=0.02)
+
+
+@pytest.mark.parametrize("with_swap", [False, True])
+def test_kernel_path_passes_gradcheck(kernel_calls, with_swap):
+    """Finite differences through the whole fused function with the kernel routing."""
+    torch.manual_seed(1)
+    depth, leaf, n = 4, 2, 7
+    nodes, leaves = 2**depth - 1, 2**depth
+
+    def parameter(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+    w1s = (torch.randn(leaves, leaf, IN, dtype=torch.float64) * 0.3).transpose(1, 2)
+    b1s = torch.sign(torch.randn(leaves, leaf, dtype=torch.float64)) * 5  # away from ReLU kinks
+    swap = torch.rand(n, nodes) < 0.5 if with_swap else None
+    inputs = (
+        parameter(n, IN), parameter(nodes, IN), parameter(nodes, 1), w1s.requires_grad_(True),
+        b1s.requires_grad_(True), parameter(leaves, leaf, OUT), parameter(leaves, OUT),
+    )  # fmt: skip
+
+    def function(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return fused.soft_fff(*tensors, nn.ReLU(), swap, routing_kernel=True)
+
+    assert torch.autograd.gradcheck(function, inputs, eps=1e-6, atol=1e-5)
+    assert kernel_calls["forward"] > 0 and kernel_calls["backward"] > 0
+
+
+def _uses_kernel(fff: FFF, x: torch.Tensor, calls: dict[str, int]) -> bool:
+    before = dict(calls)
+    y = fff(x)
+    (y.sum() + fff.aux_loss).backward()
+    return calls != before
+
+
+@pytest.fixture
+def undecided_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """This process as if no FFF had run yet, with an empty extensions cache; restored after."""
+    monkeypatch.setattr(cpu_build, "_loaded", None)
+    monkeypatch.setattr(cpu_build, "_refusal", None)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_fused_torch_never_uses_the_kernel(kernel_calls):
+    fff = FFF(IN, OUT, 2, 3, hardening=1.0).train()
+    fff.soft_implementation = "fused_torch"
+    assert not _uses_kernel(fff, torch.randn(6, IN), kernel_calls)
+    fff.soft_implementation = "fused"
+    assert _uses_kernel(fff, torch.randn(6, IN), kernel_calls)
+
+
+def test_disabled_kernel_falls_back_to_torch_ops(kernel_calls, undecided_kernel, monkeypatch):
+    monkeypatch.setenv(cpu_build.DISABLE_ENV, "0")
+    fff = FFF(IN, OUT, 2, 3, hardening=1.0).train()
+    assert not _uses_kernel(fff, torch.randn(6, IN), kernel_calls)
+    assert "FASTFF_FUSED_CPU=0" in cpu_build.status().reason
+
+
+def test_missing_build_falls_back_builds_nothing_and_warns_once(
+    kernel_calls, undecided_kernel, caplog
+):
+    fff = FFF(IN, OUT, 2, 3, hardening=1.0).train()
+    x = torch.randn(6, IN, dtype=torch.float64)
+    with caplog.at_level(logging.WARNING, logger="fastff.kernels"):
+        for _ in range(3):
+            assert not _uses_kernel(fff.double(), x, kernel_calls)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "kernels build" in warnings[0]
+    assert list(undecided_kernel.iterdir()) == []  # nothing was built or even started
+
+
+def test_kernel_ops_refuse_bad_inputs(fused_kernel):
+    logits = torch.randn(4, 7)
+    with pytest.raises(RuntimeError, match="2\\*\\*depth - 1"):
+        cpu_soft_routing.forward(logits, None, 2)
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        cpu_soft_routing.forward(logits.half(), None, 3)
+    with pytest.raises(RuntimeError, match="swap"):
+        cpu_soft_routing.forward(logits, torch.zeros(4, 7), 3)
+    assert not cpu_soft_routing.usable(logits.half())
