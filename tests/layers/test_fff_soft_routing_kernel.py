@@ -1,5 +1,5 @@
-"""The C++ soft routing kernel (``fastff.layers.kernels.cpu_soft_routing``) against the torch-op
-routing of the fused soft forward: the kernel ops alone, whole training steps through ``FFF``
+"""The C++ soft routing kernels (``fastff.layers.kernels.cpu_soft_routing``) against the torch-op
+path of the fused soft forward: the kernel ops alone, whole training steps through ``FFF``
 (``soft_implementation`` "fused" vs "fused_torch" vs "composite"), finite differences, and the
 fallback when the kernel is disabled or not built."""
 
@@ -75,6 +75,28 @@ def test_kernel_ops_equal_the_torch_ops(fused_kernel, depth, with_swap, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("leaf_width", [1, 3, 32])
+def test_leaf_backward_op_equals_the_torch_ops(fused_kernel, leaf_width, relu, dtype):
+    batch, leaves = 37, 8
+    hidden = torch.randn(batch, leaves * leaf_width, dtype=dtype)
+    hidden = hidden.relu() if relu else hidden
+    mix = torch.rand(batch, leaves, dtype=dtype)
+    grad_weighted = torch.randn(batch, leaves * leaf_width, dtype=dtype)
+    spread = mix.repeat_interleave(leaf_width, dim=1)  # (B, H)
+    expected_grad = grad_weighted * spread
+    if relu:
+        expected_grad = torch.ops.aten.threshold_backward(expected_grad, hidden, 0)
+    expected_products = (grad_weighted * hidden).view(batch, leaves, leaf_width).sum(dim=-1)
+
+    work, products = cpu_soft_routing.leaf_backward(grad_weighted, hidden, mix, leaf_width, relu)
+    tolerance = TOLERANCE[dtype]
+    torch.testing.assert_close(work, hidden * spread, **tolerance)
+    torch.testing.assert_close(products, expected_products, **tolerance)
+    torch.testing.assert_close(grad_weighted, expected_grad, **tolerance)  # in place
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("loss", ["both", "output", "aux"])
 @pytest.mark.parametrize("leak", [0.0, 0.4])
 @pytest.mark.parametrize("depth", range(1, 9))
@@ -88,6 +110,19 @@ def test_kernel_step_equals_torch_routing(kernel_calls, depth, leak, loss, dtype
     _assert_same_step(with_kernel, _step(fff, x, "fused_torch", loss=loss), **tolerance)
     _assert_same_step(with_kernel, _step(fff, x, "composite", loss=loss), **tolerance)
     assert kernel_calls == {"forward": 1, "backward": 1}  # neither of them used it
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("activation", ["gelu", "tanh"])
+def test_kernel_step_with_other_activations(kernel_calls, activation, dtype):
+    torch.manual_seed(4)
+    fff = FFF(IN, OUT, 3, 4, activation=activation, region_leak=0.2, hardening=1.5)
+    fff = fff.to(dtype).train()
+    x = 2 * torch.randn(40, IN, dtype=dtype)
+    with_kernel = _step(fff, x, "fused")
+    assert kernel_calls == {"forward": 1, "backward": 1}
+    tolerance = TOLERANCE[dtype] if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    _assert_same_step(with_kernel, _step(fff, x, "fused_torch"), **tolerance)
 
 
 def test_frozen_tree_without_input_gradient_skips_the_routing_backward(kernel_calls):

@@ -2,7 +2,8 @@
 
 From the node logits z (B, N) the kernel computes, one pass per row, the leaf mixture (B, L) and
 the batch-mean node entropy (N,), and in the backward dLoss/dz (B, N), with the math of the
-torch-op path in :mod:`fastff.layers.fff_soft_fused` (which it replaces on the CPU). CPU
+torch-op path in :mod:`fastff.layers.fff_soft_fused` (which it replaces on the CPU);
+:func:`leaf_backward` fuses the elementwise leaf side of that backward. CPU
 float32/float64 only; it runs only when the kernel library is loaded in this process (it is
 part of the ``fused_cpu`` library: :mod:`.cpu_build` builds and loads both; a forward pass never
 builds, and ``FASTFF_FUSED_CPU=0`` disables both).
@@ -24,6 +25,12 @@ def usable(logits: torch.Tensor) -> bool:
     float64, and the library loaded (decided once per process, never builds; see
     :func:`cpu_build.load`)."""
     return logits.device.type == "cpu" and logits.dtype in DTYPES and cpu_build.load()
+
+
+def fuses_leaves(hidden: torch.Tensor) -> bool:
+    """Whether :func:`leaf_backward` takes these hidden units (B, H): CPU float32/float64,
+    contiguous (the library must be loaded: the caller checked :func:`usable`)."""
+    return hidden.device.type == "cpu" and hidden.dtype in DTYPES and hidden.is_contiguous()
 
 
 def forward(
@@ -55,3 +62,18 @@ def backward(
         None if grad_entropy is None else grad_entropy.to(dtype).contiguous(),
         depth,
     )
+
+
+def leaf_backward(
+    grad_weighted: torch.Tensor,
+    hidden: torch.Tensor,
+    mix: torch.Tensor,
+    leaf_width: int,
+    relu: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The leaf side of the backward, one pass over each row: from dLoss/d(weighted hidden)
+    (B, H), the hidden units (B, H) and the mixture (B, L), all contiguous in one dtype
+    (float32/float64), returns (work = hidden * mixture (B, H), sum over each leaf's units of
+    dLoss/d(weighted) * hidden (B, L)) and overwrites ``grad_weighted`` with dLoss/d(hidden), or
+    with dLoss/d(pre-activation) when ``relu`` (zero where the hidden unit is <= 0)."""
+    return torch.ops.fastff.fff_soft_leaf_backward(grad_weighted, hidden, mix, leaf_width, relu)
