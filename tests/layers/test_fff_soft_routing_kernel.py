@@ -75,6 +75,20 @@ def test_kernel_ops_equal_the_torch_ops(fused_kernel, depth, with_swap, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("leaf_width", [1, 3, 32])
+def test_leaf_forward_op_equals_the_torch_ops(fused_kernel, leaf_width, dtype):
+    batch, leaves = 37, 8
+    pre = torch.randn(batch, leaves * leaf_width, dtype=dtype)
+    pre[0, 0] = float("nan")
+    mix = torch.rand(batch, leaves, dtype=dtype)
+    expected_hidden = pre.relu()
+    expected = expected_hidden * mix.repeat_interleave(leaf_width, dim=1)
+    weighted = cpu_soft_routing.leaf_forward(pre, mix, leaf_width)
+    torch.testing.assert_close(pre, expected_hidden, equal_nan=True, **TOLERANCE[dtype])
+    torch.testing.assert_close(weighted, expected, equal_nan=True, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("leaf_width", [1, 3, 32])
 def test_leaf_backward_op_equals_the_torch_ops(fused_kernel, leaf_width, relu, dtype):

@@ -88,12 +88,17 @@ class SoftFFFFunction(torch.autograd.Function):
 
         first = w1s.transpose(1, 2).reshape(hidden_width, in_features)
         pre = torch.addmm(b1s.view(-1), x, first.t())  # (B, H)
-        # ReLU in place: one (B, H) buffer fewer (its backward needs only the output)
-        hidden = torch.relu_(pre) if _relu_like(activation) else activation(pre)
-        mix = mixture.to(hidden.dtype)
-        weighted = hidden.view(n_inputs, n_leaves, leaf_width) * mix.unsqueeze(-1)
+        mix = mixture.to(pre.dtype)
+        if routing_kernel and _relu_like(activation) and cpu_soft_routing.fuses_leaves(pre):
+            weighted = cpu_soft_routing.leaf_forward(pre, mix, leaf_width)  # ReLU in place
+            hidden = pre
+        else:
+            # ReLU in place: one (B, H) buffer fewer (its backward needs only the output)
+            hidden = torch.relu_(pre) if _relu_like(activation) else activation(pre)
+            weighted = hidden.view(n_inputs, n_leaves, leaf_width) * mix.unsqueeze(-1)
         second = w2s.reshape(hidden_width, out_features)
-        y = torch.addmm(mix @ b2s, weighted.view(n_inputs, hidden_width), second)
+        # accumulate in place into mix @ b2s: torch.addmm would copy it first
+        y = (mix @ b2s).addmm_(weighted.view(n_inputs, hidden_width), second)
 
         ctx.activation = activation
         ctx.depth = depth
@@ -133,7 +138,7 @@ class SoftFFFFunction(torch.autograd.Function):
                 if needs[5]:
                     grad_w2s = (work.t() @ grad_y).view_as(w2s)
                 del work
-                grad_mix = torch.addmm(leaf_products, grad_y, b2s.t())  # (B, L)
+                grad_mix = leaf_products.addmm_(grad_y, b2s.t())  # (B, L)
                 grad_pre = (
                     grad_hidden
                     if pre is None  # ReLU: the kernel applied its backward
@@ -171,8 +176,10 @@ class SoftFFFFunction(torch.autograd.Function):
             if needs[2]:
                 grad_node_biases = grad_logits.sum(dim=0).unsqueeze(1)
             if needs[0]:
-                routed = grad_logits @ node_weights
-                grad_x = routed if grad_x is None else grad_x.add_(routed)
+                if grad_x is None:
+                    grad_x = grad_logits @ node_weights
+                else:
+                    grad_x.addmm_(grad_logits, node_weights)
         return (
             grad_x,
             grad_node_weights,

@@ -3,7 +3,8 @@
 From the node logits z (B, N) the kernel computes, one pass per row, the leaf mixture (B, L) and
 the batch-mean node entropy (N,), and in the backward dLoss/dz (B, N), with the math of the
 torch-op path in :mod:`fastff.layers.fff_soft_fused` (which it replaces on the CPU);
-:func:`leaf_backward` fuses the elementwise leaf side of that backward. CPU
+:func:`leaf_forward` and :func:`leaf_backward` fuse the elementwise leaf side of the forward
+(ReLU) and of the backward. CPU
 float32/float64 only; it runs only when the kernel library is loaded in this process (it is
 part of the ``fused_cpu`` library: :mod:`.cpu_build` builds and loads both; a forward pass never
 builds, and ``FASTFF_FUSED_CPU=0`` disables both).
@@ -28,8 +29,9 @@ def usable(logits: torch.Tensor) -> bool:
 
 
 def fuses_leaves(hidden: torch.Tensor) -> bool:
-    """Whether :func:`leaf_backward` takes these hidden units (B, H): CPU float32/float64,
-    contiguous (the library must be loaded: the caller checked :func:`usable`)."""
+    """Whether :func:`leaf_forward` and :func:`leaf_backward` take these (pre-activation or
+    hidden) units (B, H): CPU float32/float64, contiguous (the library must be loaded: the
+    caller checked :func:`usable`)."""
     return hidden.device.type == "cpu" and hidden.dtype in DTYPES and hidden.is_contiguous()
 
 
@@ -62,6 +64,14 @@ def backward(
         None if grad_entropy is None else grad_entropy.to(dtype).contiguous(),
         depth,
     )
+
+
+def leaf_forward(pre: torch.Tensor, mix: torch.Tensor, leaf_width: int) -> torch.Tensor:
+    """The leaf side of the forward with a ReLU, one pass over each row: overwrites the
+    pre-activations (B, H) with the hidden units relu(pre) and returns the weighted hidden units
+    (B, H), each times its leaf's mixture weight (mixture (B, L); contiguous, one dtype,
+    float32/float64)."""
+    return torch.ops.fastff.fff_soft_leaf_forward(pre, mix, leaf_width)
 
 
 def leaf_backward(

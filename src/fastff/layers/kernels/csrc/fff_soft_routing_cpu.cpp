@@ -18,8 +18,8 @@
 // or None; mixture and leaf_grad (B, L) with L = 2**depth; grad_entropy (N,) or None. Registered
 // as torch.ops.fastff.fff_soft_routing_forward(logits, swap, depth) -> (mixture, entropy_mean)
 // and torch.ops.fastff.fff_soft_routing_backward(logits, swap, leaf_grad, mixture, grad_entropy,
-// depth) -> grad_logits (B, N). Also the leaf side of the backward for the mixture's weights,
-// torch.ops.fastff.fff_soft_leaf_backward (see there).
+// depth) -> grad_logits (B, N). Also the elementwise leaf side of the forward (ReLU) and of the
+// backward, torch.ops.fastff.fff_soft_leaf_forward and fff_soft_leaf_backward (see there).
 
 // ATen's vector types for the ISA this file is compiled for (cpu_build passes the -m flags);
 // the CPU_CAPABILITY namespace keeps them apart from the ones inside libtorch.
@@ -282,6 +282,50 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
   return grad;
 }
 
+// The leaf side of the forward for a ReLU activation, one pass over each row: the
+// pre-activations (B, H) become the hidden units relu(pre) in place, and the weighted hidden
+// units (B, H) = relu(pre) * m of each unit's leaf (mixture m (B, L), unit k of leaf j at
+// j * l + k) are returned.
+at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t leaf_width) {
+  TORCH_CHECK(pre.device().is_cpu() && mix.device().is_cpu(),
+              "fff_soft_leaf_forward: tensors must be on the CPU");
+  TORCH_CHECK(pre.scalar_type() == at::kFloat || pre.scalar_type() == at::kDouble,
+              "fff_soft_leaf_forward: pre must be float32 or float64");
+  TORCH_CHECK(leaf_width >= 1 && pre.dim() == 2 && pre.size(1) % leaf_width == 0 &&
+                  pre.is_contiguous(),
+              "fff_soft_leaf_forward: pre must be a contiguous (B, L * leaf_width) tensor");
+  const int64_t batch = pre.size(0), width = pre.size(1), leaves = width / leaf_width;
+  TORCH_CHECK(mix.scalar_type() == pre.scalar_type() && mix.is_contiguous() && mix.dim() == 2 &&
+                  mix.size(0) == batch && mix.size(1) == leaves,
+              "fff_soft_leaf_forward: mix must be a contiguous (B, L) tensor in pre's dtype");
+  at::Tensor weighted = at::empty_like(pre);
+  AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "fff_soft_leaf_forward", [&] {
+    using T = scalar_t;
+    T* hp = pre.data_ptr<T>();
+    const T* mp = mix.data_ptr<T>();
+    T* wp = weighted.data_ptr<T>();
+    const int64_t grain = std::max<int64_t>(1, 16384 / width);
+    at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
+      std::vector<T> spread(width);
+      for (int64_t row = begin; row < end; ++row) {
+        T* h = hp + row * width;
+        const T* m = mp + row * leaves;
+        T* w = wp + row * width;
+        for (int64_t j = 0; j < leaves; ++j) {
+          std::fill(spread.data() + j * leaf_width, spread.data() + (j + 1) * leaf_width, m[j]);
+        }
+        const T* mr = spread.data();
+        for (int64_t i = 0; i < width; ++i) {
+          const T v = h[i] < T(0) ? T(0) : h[i];  // NaN passes through, as torch.relu
+          h[i] = v;
+          w[i] = v * mr[i];
+        }
+      }
+    });
+  });
+  return weighted;
+}
+
 // The leaf side of the backward for the mixture's weights, one pass over each row's hidden units
 // instead of five elementwise passes: from g = dLoss/d(weighted) (B, H), the hidden units h
 // (B, H) and the mixture m (B, L) (H = L * l, unit k of leaf j at j * l + k), writes
@@ -373,6 +417,7 @@ TORCH_LIBRARY_FRAGMENT(fastff, m) {
   m.def(
       "fff_soft_routing_backward(Tensor logits, Tensor? swap, Tensor? leaf_grad, "
       "Tensor? mixture, Tensor? grad_entropy, int depth) -> Tensor");
+  m.def("fff_soft_leaf_forward(Tensor(a!) pre, Tensor mix, int leaf_width) -> Tensor");
   m.def(
       "fff_soft_leaf_backward(Tensor(a!) grad_weighted, Tensor hidden, Tensor mix, "
       "int leaf_width, bool relu) -> (Tensor, Tensor)");
@@ -381,5 +426,6 @@ TORCH_LIBRARY_FRAGMENT(fastff, m) {
 TORCH_LIBRARY_IMPL(fastff, CPU, m) {
   m.impl("fff_soft_routing_forward", &fff_soft_routing_forward);
   m.impl("fff_soft_routing_backward", &fff_soft_routing_backward);
+  m.impl("fff_soft_leaf_forward", &fff_soft_leaf_forward);
   m.impl("fff_soft_leaf_backward", &fff_soft_leaf_backward);
 }
