@@ -184,7 +184,7 @@ def test_runs_from_wandb_through_the_api(monkeypatch, report_main, tmp_path):
     t1 = pd.read_csv(out / "tables" / "table1_usps.csv")
     fff = t1[t1["layer"] == "fff"].iloc[0]
     assert (fff["n_runs"], fff["G_A_mean"]) == (2, 82.0)  # the crashed run is not averaged in
-    assert fff["G_A_std"] == pytest.approx(pd.Series([80.0, 84.0]).std())
+    assert fff["G_A_std"] == pytest.approx(pd.Series([80.0, 84.0]).std(), abs=1e-4)
     assert (out / "figures" / "entropy_table1_usps.png").is_file()  # from the runs' histories
     assert "W&B team/fastff sweep sw1" in (out / "report.md").read_text()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from report_helpers import write_run
 
 from fastff.report import paper
 
@@ -320,8 +321,6 @@ def test_a_table_asked_for_builds_alone(handmade, report_main, tmp_path):
 
 
 def test_mixed_experiments_are_skipped_under_all(handmade, report_main, tmp_path):
-    from report_helpers import write_run
-
     write_run(
         handmade / "other" / "ff_w16",
         dataset="usps",
@@ -340,3 +339,23 @@ def test_mixed_experiments_are_skipped_under_all(handmade, report_main, tmp_path
     report = (out / "report.md").read_text()
     assert "Skipped: table1 on usps mixes 2 experiments" in report
     assert "Adam lr 0.2" in report and "Adam lr 0.01" in report
+
+
+def test_folders_are_searched_like_a_hydra_multirun(tmp_path):
+    from fastff.report.collect import collect
+
+    fields = {"dataset": "usps", "tags": ("table1",), "layer": "ff", "width": 16}
+    root = tmp_path / "multirun"
+    sweep = root / "2026-12-02" / "10-00-00"
+    for job in (0, 1):
+        write_run(sweep / str(job), seed=job, M_A=99.0, G_A=90.0, **fields)
+    # W&B's, Lightning's and Hydra's own folders are not searched
+    for skipped in ("0/wandb/files", "0/checkpoints", "0/.hydra"):
+        write_run(sweep / skipped, seed=9, M_A=1.0, G_A=1.0, **fields)
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    runs = collect([root]).runs
+    assert list(runs["run_id"]) == ["2026-12-02/10-00-00/0", "2026-12-02/10-00-00/1"]
+    assert list(runs["seed"]) == [0, 1]
+    # a metrics.json given as a file is one run, named by its folder
+    single = collect([sweep / "1" / "metrics.json"]).runs
+    assert list(single["run_id"]) == ["1"]

@@ -67,7 +67,26 @@ def curves(
     grouped = data.groupby([*CONFIG_KEYS, "epoch", "level"], dropna=False, sort=True)
     out = grouped.agg(entropy=("entropy", "mean"), n_runs=("run_id", "nunique")).reset_index()
     out["config"] = [config_label(r) for r in out.itertuples()]
-    return out.loc[:, columns]
+    # panels in the tables' order: leaf width descending, then training width, then h
+    order = sorted(
+        range(len(out)),
+        key=lambda i: (
+            str(out["table"].iat[i]),
+            str(out["dataset"].iat[i]),
+            -_number(out["leaf_width"].iat[i]),
+            _number(out["training_width"].iat[i]),
+            _number(out["hardening"].iat[i]),
+            _number(out["depth"].iat[i]),
+            int(out["epoch"].iat[i]),
+            int(out["level"].iat[i]),
+        ),
+    )
+    return out.iloc[order].loc[:, columns].reset_index(drop=True)
+
+
+def _number(value: Any) -> float:
+    """A sortable number (missing: -1)."""
+    return -1.0 if value is None or value is pd.NA or value != value else float(value)
 
 
 def config_label(row: Any) -> str:

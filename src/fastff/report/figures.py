@@ -47,10 +47,28 @@ def save(figure: Figure, path: Path, dpi: int = 110) -> Path:
 
 
 def _log2_axis(axis: Axes, values: list[float]) -> None:
+    """A log2 x axis ticked at the data's values (at most 8 labels; 2^k beyond 10,000)."""
     axis.set_xscale("log", base=2)
-    ticks = sorted({float(v) for v in values if v == v})
-    axis.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ticks = sorted({float(v) for v in values if v == v and v > 0})
+    ticks = ticks[:: max(1, math.ceil(len(ticks) / 8))]
+    axis.set_xticks(ticks, [_tick_label(t) for t in ticks])
     axis.minorticks_off()
+
+
+def _tick_label(value: float) -> str:
+    power = math.log2(value)
+    if value >= 10_000 and power.is_integer():
+        return f"2^{int(power)}"
+    return f"{value:g}"
+
+
+def _plain_log_ticks(axis: Axes) -> None:
+    """Plain numbers (0.5, 2, 40) on a log y axis instead of powers of ten."""
+    from matplotlib.ticker import LogFormatter
+
+    axis.yaxis.set_major_formatter(LogFormatter())
+    axis.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    axis.tick_params(axis="y", which="minor", labelsize=7)
 
 
 def _errorline(axis: Axes, x: pd.Series, mean: pd.Series, std: pd.Series, **style) -> Line2D:
@@ -138,8 +156,9 @@ def speed_figure(rows: pd.DataFrame, paper_ratios: dict[str, float] | None = Non
         for column, label in TIME_LINES:
             if column in group and pd.to_numeric(group[column], errors="coerce").notna().any():
                 axis.plot(x, pd.to_numeric(group[column], errors="coerce"), marker="o", label=label)
-        axis.set_xscale("log", base=2)
+        _log2_axis(axis, list(x))
         axis.set_yscale("log")
+        _plain_log_ticks(axis)
         axis.set_xlabel("training width w = 32 * 2^d (FFF leaf width 32, depth d)")
         axis.set_ylabel("median time per forward call (ms)")
         title = f"batch {int(batch)} ({device}, {dtype})"

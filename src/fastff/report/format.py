@@ -61,11 +61,11 @@ def hardening(value: Any) -> str:
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub markdown table (``|`` in cells escaped), ending with a newline."""
+    """A GitHub markdown table (``|`` in cells escaped), without a final newline."""
 
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
     out = [line(headers), "|" + "|".join("---" for _ in headers) + "|"]
     out += [line(row) for row in rows]
-    return "\n".join(out) + "\n"
+    return "\n".join(out)

@@ -67,12 +67,14 @@ def differences(table: Table) -> str | None:
     if not judged and not single:
         return None
     line = f"{_table_heading(table)} vs {table.paper_label}: "
-    line += f"{len(beyond)} of {judged} values differ by more than the seed spread"
+    if judged:
+        line += f"{len(beyond)} of {judged} values differ by more than the seed spread"
     if beyond:
         largest = [text for _, text in sorted(beyond, key=lambda b: -b[0])[:MAX_LISTED]]
         line += " (largest: " + "; ".join(largest) + ")"
     if single:
-        line += f"; {single} value(s) from one seed, spread unknown, not judged"
+        line += "; " if judged else ""
+        line += f"{single} value(s) from one seed (spread unknown) not judged"
     if not table.same_data:
         line += "; a different data set, so only the trends compare"
     return line + "."

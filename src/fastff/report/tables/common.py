@@ -112,8 +112,8 @@ def paper_note(ref: paper.Reference, dataset: str, table: str) -> str:
     if ref.same:
         return "Paper: the paper's numbers on the same data set."
     return (
-        f"Paper column: {ref.label}, a different data set from ours ({dataset}): compare trends, "
-        "not values."
+        f"The {ref.label} column is on a different data set from ours ({dataset}): "
+        "compare trends, not values."
     )
 
 

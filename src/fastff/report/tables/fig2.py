@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fastff.report.format import (
-    integer,
-    md_table,
-    mean_std,
-    number,
-)
+from fastff.report.format import integer, md_table, mean_std, number
 from fastff.report.tables.common import (
     TITLES,
     Table,

@@ -9,16 +9,8 @@ import pandas as pd
 
 from fastff.report import bench as bench_rows
 from fastff.report import paper
-from fastff.report.format import (
-    integer,
-    md_table,
-    number,
-)
-from fastff.report.tables.common import (
-    TITLES,
-    Table,
-    finish,
-)
+from fastff.report.format import integer, md_table, number
+from fastff.report.tables.common import TITLES, Table, finish
 
 
 def build(bench: pd.DataFrame) -> Table | None:

@@ -141,7 +141,7 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
         "",
         md_table([dataset, *(f"w={w}" for w in widths)], grid),
         "",
-        "Per configuration (Δ = ours - paper):",
+        "Per configuration" + (" (Δ = ours - paper):" if compare else ":"),
         "",
         md_table(headers, detail),
     ]

@@ -134,7 +134,8 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
         "",
         md_table(["w", *(f"{row} {m}" for row in rows for m in ("M_A", "G_A"))], grid),
         "",
-        "Per configuration (Δ = ours - paper; the paper's FFF has leaf width 32):",
+        "Per configuration"
+        + (" (Δ = ours - paper; the paper's FFF has leaf width 32):" if compare else ":"),
         "",
         md_table(headers, detail),
     ]
