@@ -115,7 +115,7 @@ def _entropy_figures(
         figures.save(figures.entropy_figure(part, title), path)
         caption = (
             f"Mean node entropy per tree level over epochs, {title} (Figures 5-6; mean over "
-            "hosted layers and seeds)"
+            "hosted layers and seeds, up to the last epoch all of a configuration's runs reached)"
         )
         out.setdefault(table.name, []).append(FigureRef(caption, f"figures/{path.name}"))
     notes = []

@@ -178,8 +178,9 @@ def speed_figure(rows: pd.DataFrame, paper_ratios: dict[str, float] | None = Non
 
 def entropy_figure(curves: pd.DataFrame, title: str) -> Figure:
     """Figures 5-6: one panel per FFF configuration, the mean node entropy (nats) of each tree
-    level over epochs (averaged over hosted layers and seeds); ``curves`` from
-    :func:`fastff.report.entropy.curves` for one table and dataset."""
+    level over epochs (averaged over hosted layers and seeds, up to the last epoch that every run
+    of the configuration reached); ``curves`` from :func:`fastff.report.entropy.curves` for one
+    table and dataset."""
     configs = list(dict.fromkeys(curves["config"]))
     ncols = min(4, len(configs))
     nrows = math.ceil(len(configs) / ncols)
@@ -190,6 +191,9 @@ def entropy_figure(curves: pd.DataFrame, title: str) -> Figure:
     cmap = colormaps["viridis"]
     for axis, config in zip(axes, configs, strict=False):
         part = curves[curves["config"] == config]
+        n_runs = int(part["n_runs"].max())
+        # only the epochs every run reached: a mean over fewer runs would jump where one stops
+        part = part[part["n_runs"] == n_runs]
         depth = int(part["level"].max()) + 1
         for level, group in part.groupby("level", sort=True):
             group = group.sort_values("epoch")
@@ -198,8 +202,8 @@ def entropy_figure(curves: pd.DataFrame, title: str) -> Figure:
         axis.axhline(HARD_ENOUGH, color="grey", linestyle="--", linewidth=0.8)
         axis.axhline(LN2, color="grey", linestyle=":", linewidth=0.8)
         axis.set_ylim(0.0, LN2 * 1.05)
-        n_runs = int(part["n_runs"].max())
-        axis.set_title(f"{config}\n{n_runs} run(s)", fontsize=8)
+        last = int(part["epoch"].max())
+        axis.set_title(f"{config}\n{n_runs} run(s), epochs 1-{last} (all runs)", fontsize=8)
         axis.set_xlabel("epoch")
         axis.set_ylabel("mean node entropy (nats)")
         axis.grid(True, alpha=0.3)
