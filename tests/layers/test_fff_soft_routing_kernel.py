@@ -225,6 +225,23 @@ def test_missing_build_falls_back_builds_nothing_and_warns_once(
     assert list(undecided_kernel.iterdir()) == []  # nothing was built or even started
 
 
+def test_kernel_results_do_not_depend_on_the_thread_count(fused_kernel):
+    logits, threads = _logits(1000, 6, torch.float32), torch.get_num_threads()
+    swap = torch.rand(logits.shape) < 0.3
+    leaf_grad, grad_entropy = torch.randn(1000, 64), torch.randn(63)
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            mixture, entropy = cpu_soft_routing.forward(logits, swap, 6)
+            grad = cpu_soft_routing.backward(logits, swap, leaf_grad, mixture, grad_entropy, 6)
+            results.append((mixture, entropy, grad))
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*results, strict=True):
+        assert torch.equal(one, two)
+
+
 def test_kernel_ops_refuse_bad_inputs(fused_kernel):
     logits = torch.randn(4, 7)
     with pytest.raises(RuntimeError, match="2\\*\\*depth - 1"):
