@@ -219,10 +219,12 @@ def test_wandb_result_keys_cover_the_training_results():
 
 
 @pytest.mark.slow
-def test_the_report_is_a_wandb_artifact_offline(handmade, report_main, tmp_path):
+def test_the_report_is_a_wandb_artifact_offline(handmade, report_main, tmp_path, capsys):
     out = tmp_path / "report"
     assert report_main(handmade, "-o", out, "--table", "table1", "--wandb-mode", "offline") == 0
+    captured = capsys.readouterr()
+    assert "artifact fastff-report in run" in captured.out, captured.err  # no W&B warning
     runs = list((out / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(runs) == 1
+    assert len(runs) == 1, (runs, captured.err)
     data = runs[0].read_bytes()
     assert b"fastff-report" in data and b"report.md" in data

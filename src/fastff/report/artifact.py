@@ -37,7 +37,7 @@ def log_report(
         entity=entity,
         job_type="report",
         config=config or {},
-        settings=wandb.Settings(silent=True),
+        settings=wandb.Settings(silent=True, init_timeout=120),
     )
     try:
         artifact = wandb.Artifact(ARTIFACT_NAME, type="report")
