@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from report_helpers import write_run
+from report_helpers import bench_rows, write_run
 
 from fastff.report import paper
 
@@ -359,3 +359,37 @@ def test_folders_are_searched_like_a_hydra_multirun(tmp_path):
     # a metrics.json given as a file is one run, named by its folder
     single = collect([sweep / "1" / "metrics.json"]).runs
     assert list(single["run_id"]) == ["1"]
+
+
+def test_table1_input_sizes_are_the_data_modules_flattened_images():
+    from fastff.data.digits import DigitsDataModule
+    from fastff.data.mnist5k import MNIST5kDataModule
+    from fastff.data.torchvision_sets import (
+        FashionMNISTDataModule,
+        MNISTDataModule,
+        USPSDataModule,
+    )
+    from fastff.report.tables.table1 import INPUT_FEATURES
+
+    modules = {
+        "digits": DigitsDataModule,
+        "usps": USPSDataModule,
+        "mnist": MNISTDataModule,
+        "mnist5k": MNIST5kDataModule,
+        "fashion_mnist": FashionMNISTDataModule,
+    }
+    assert set(INPUT_FEATURES) == set(modules)
+    for name, module in modules.items():
+        channels, height, width = module.input_shape
+        assert INPUT_FEATURES[name] == channels * height * width, name
+
+
+def test_table1_speedups_come_only_from_benchmarks_of_the_data_sets_input_size():
+    from fastff.report.tables import table1
+
+    bench = bench_rows()["table1"]  # timed at 256 inputs, USPS's size
+    kept, note = table1._bench_for(bench, "digits")
+    assert kept[kept["mode"] == "table1"].empty
+    assert "64 -> 10" in note and "in_features 256" in note
+    kept, note = table1._bench_for(bench, "usps")
+    assert len(kept) == len(bench) and note == ""
