@@ -164,3 +164,21 @@ def test_soft_implementation_is_checked_and_not_saved():
     fff.soft_implementation = "composite"
     assert "soft_implementation" not in str(list(fff.state_dict()))
     assert FFF(IN, OUT, 2, 2).soft_implementation == "fused"
+
+
+@pytest.mark.slow
+def test_fused_soft_step_compiles_and_matches_eager():
+    """Traced code (torch.compile, torch.export) runs the fused function's torch ops, never the
+    C++ routing kernel, which has no fake implementation: compiling must work whether or not
+    the kernel is built, and give the eager results."""
+    torch.manual_seed(4)
+    fff = FFF(IN, OUT, 2, 4, hardening=1.0).train()
+    x = torch.randn(16, IN)
+    eager_y = fff(x)
+    eager_aux = fff.aux_loss.detach()
+    compiled = torch.compile(fff, fullgraph=True, backend="aot_eager")
+    y = compiled(x)
+    torch.testing.assert_close(y, eager_y, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fff.aux_loss.detach(), eager_aux, rtol=1e-5, atol=1e-6)
+    (y.sum() + fff.aux_loss).backward()
+    assert fff.node_weights.grad is not None and fff.w1s.grad is not None

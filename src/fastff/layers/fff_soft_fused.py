@@ -257,14 +257,15 @@ def _grad_mixture_logits(
     level by level up the tree."""
     if swap is not None:  # the mixture saw -z where swapped: its c is 1 - c there
         decision = torch.where(swap, 1 - decision, decision)
-    grad = torch.empty_like(decision)
+    levels = []  # deepest level first
     totals = leaf_terms
     n_inputs = decision.shape[0]
     for level in reversed(range(depth)):
         pairs = totals.view(n_inputs, 2**level, 2)  # (left, right) subtree sums of level's nodes
         totals = pairs.sum(dim=-1)
-        nodes = slice(2**level - 1, 2 ** (level + 1) - 1)
-        torch.addcmul(pairs[..., 1], totals, decision[:, nodes], value=-1, out=grad[:, nodes])
+        nodes = decision[:, 2**level - 1 : 2 ** (level + 1) - 1]
+        levels.append(torch.addcmul(pairs[..., 1], totals, nodes, value=-1))
+    grad = torch.cat(levels[::-1], dim=1)  # heap order: level 0 first
     return grad if swap is None else torch.where(swap, -grad, grad)
 
 

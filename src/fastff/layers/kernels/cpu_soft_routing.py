@@ -23,9 +23,15 @@ DTYPES = (torch.float32, torch.float64)
 
 def usable(logits: torch.Tensor) -> bool:
     """Whether the kernel can compute the routing of these node logits (B, N): CPU, float32 or
-    float64, and the library loaded (decided once per process, never builds; see
-    :func:`cpu_build.load`)."""
-    return logits.device.type == "cpu" and logits.dtype in DTYPES and cpu_build.load()
+    float64, the library loaded (decided once per process, never builds; see
+    :func:`cpu_build.load`), and not while torch.compile or torch.export traces (the ops have no
+    fake implementation; traced code runs the torch ops, which compile and export)."""
+    return (
+        logits.device.type == "cpu"
+        and logits.dtype in DTYPES
+        and not torch.compiler.is_compiling()
+        and cpu_build.load()
+    )
 
 
 def fuses_leaves(hidden: torch.Tensor) -> bool:
