@@ -12,9 +12,9 @@ from pipeline_utils import run_cli
 
 from fastff.layers import FFF
 from fastff.models import FlatNet
+from fastff.results_schema import RESULT_KEYS
 from fastff.tracking.wandb_offline import read_run
 from fastff.training.checkpoint import load_layer, load_model
-from fastff.training.results import RESULT_KEYS
 
 SHORT_DEFAULT = ("trainer.max_epochs=4", "callbacks.rich_progress_bar=null")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from fastff.results_schema import RESULT_KEYS
 from fastff.train import train
 from fastff.training.module import ClassifierModule
-from fastff.training.results import RESULT_KEYS
 
 QUICK = ("logger=none", "callbacks.rich_progress_bar=null", "trainer=cpu")
 

@@ -212,10 +212,10 @@ def test_wandb_unreachable_is_one_line(monkeypatch, report_main, capsys):
 
 
 def test_wandb_result_keys_cover_the_training_results():
-    from fastff.report.wandb_source import RESULT_KEYS
-    from fastff.training.results import RESULT_KEYS as TRAINING_KEYS
+    from fastff.report.wandb_source import SUMMARY_KEYS
+    from fastff.results_schema import RESULT_KEYS as TRAINING_KEYS
 
-    assert set(TRAINING_KEYS) <= set(RESULT_KEYS)
+    assert set(TRAINING_KEYS) <= set(SUMMARY_KEYS)
 
 
 @pytest.mark.slow

@@ -1,11 +1,11 @@
 """Runs from a W&B project or sweep (``--wandb ENTITY/PROJECT [--sweep ID]``) through the public
 API, ``wandb.Api()``, turned into the same rows as local runs.
 
-A training run's W&B config is its resolved Hydra config and its summary holds the result keys of
-metrics.json (``RESULT_KEYS``), so :func:`run_metrics` rebuilds a metrics.json-like dict of both
-and :func:`fastff.report.rows.row_from_metrics` makes the row. The per-epoch node entropies come
-from the run's history (``train/entropy/<layer>/level_<m>`` with ``epoch``, 0-based) for finished
-FFF runs. The run's id is the W&B run id.
+A training run's W&B config is its resolved Hydra config and its summary holds the result keys
+of metrics.json (``fastff.results_schema.RESULT_KEYS``), so :func:`run_metrics` rebuilds a
+metrics.json-like dict of both and :func:`fastff.report.rows.row_from_metrics` makes the row.
+The per-epoch node entropies come from the run's history (``train/entropy/<layer>/level_<m>``
+with ``epoch``, 0-based) for finished FFF runs. The run's id is the W&B run id.
 """
 
 from __future__ import annotations
@@ -15,33 +15,11 @@ from typing import Any
 
 from fastff.report.errors import ReportError
 from fastff.report.rows import FINISHED, row_from_metrics
+from fastff.results_schema import RESULT_KEYS
 
-RESULT_KEYS = (
-    "dataset",
-    "model",
-    "layer",
-    "width",
-    "leaf_width",
-    "depth",
-    "seed",
-    "training_width",
-    "inference_width",
-    "inference_size",
-    "n_params",
-    "num_experts",
-    "expert_width",
-    "k",
-    "M_A",
-    "G_A",
-    "ETT_M",
-    "ETT_G",
-    "wall_time_s",
-    "status",
-    "epochs",
-    "error",
-)
-"""Summary keys read (fastff.training.results.RESULT_KEYS, kept here so that reading W&B does
-not import torch, plus the MoE sizes and a few extras)."""
+SUMMARY_KEYS = (*RESULT_KEYS, "num_experts", "expert_width", "k", "epochs", "error")
+"""Summary keys read: the training's result keys, plus the MoE sizes and a few extras where a
+run's summary has them."""
 STATES = {
     "finished": "finished",
     "running": "running",
@@ -72,7 +50,7 @@ def run_metrics(run: Any) -> dict[str, Any]:
     config = _plain(getattr(run, "config", None))
     config = {k: v for k, v in config.items() if not str(k).startswith("_wandb")}
     summary = _plain(getattr(run, "summary", None))
-    metrics: dict[str, Any] = {k: summary[k] for k in RESULT_KEYS if k in summary}
+    metrics: dict[str, Any] = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
     state = str(getattr(run, "state", "") or "")
     status = metrics.get("status")
     if not status or (status == "running" and state in STATES and state != "running"):

@@ -13,28 +13,6 @@ from typing import Any
 
 import torch
 
-SCHEMA_VERSION = 2
-"""Version of metrics.json's layout (1: before ``schema_version`` existed)."""
-
-RESULT_KEYS = (
-    "dataset",
-    "model",
-    "layer",
-    "width",
-    "leaf_width",
-    "depth",
-    "seed",
-    "training_width",
-    "inference_width",
-    "inference_size",
-    "n_params",
-    "M_A",
-    "G_A",
-    "ETT_M",
-    "ETT_G",
-    "wall_time_s",
-    "status",
-)
 PACKAGES = (
     "fastff",
     "torch",

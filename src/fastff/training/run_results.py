@@ -24,8 +24,9 @@ from typing import Any
 import lightning as L
 
 from fastff.atomic_json import write_json_atomic
+from fastff.results_schema import RESULT_KEYS, SCHEMA_VERSION
 from fastff.training.protocol import PaperProtocol
-from fastff.training.results import RESULT_KEYS, SCHEMA_VERSION, percent
+from fastff.training.results import percent
 
 log = logging.getLogger("fastff.train")
 
