@@ -229,16 +229,16 @@ def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console
     }
 
     row["check"] = "not checked"
-    extra_labels = [f"FFF[{s}]" for s in cfg.extra_fff_strategies]
+    # extra FFF columns: soft implementations in training modes, hard strategies otherwise
+    extras = (cfg.get("extra_soft_implementations") or []) if training else cfg.extra_fff_strategies
+    extra_labels = [f"FFF[{s}]" for s in extras]
     if "fff" in modules and training:
         if "reference" in modules:
             row["check"] = check_fff_soft(modules["fff"], modules["reference"], x) or "ok"
-        extra_soft = list(cfg.get("extra_soft_implementations") or [])
-        extra_labels = [f"FFF[{s}]" for s in extra_soft]
-        for implementation, label in zip(extra_soft, extra_labels, strict=True):
+        for implementation in extras:
             variant = copy.deepcopy(modules["fff"])
             variant.soft_implementation = implementation
-            calls[label] = _call("fff", variant, x, case, hardening)
+            calls[f"FFF[{implementation}]"] = _call("fff", variant, x, case, hardening)
     elif "fff" in modules:
         fff_inputs = fff_layer_inputs(modules["fff"], x)
         for layer, _ in fff_inputs:
