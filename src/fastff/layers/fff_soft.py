@@ -3,7 +3,7 @@
 Notation as in ``fastff.layers.fff``: B inputs, N = 2**d - 1 nodes in heap order, L = 2**d leaves.
 Everything here works on node logits z (B, N) rather than on probabilities c = sigmoid(z): a
 transposed decision <c, 1 - c> is the decision of the negated logit, and the leaf mixture is the
-exponential of a sum of log-sigmoids, one matrix product for all levels at once.
+exponential of a sum of log-sigmoids, built one tree level at a time.
 """
 
 from __future__ import annotations
@@ -54,32 +54,23 @@ def region_leak_logits(logits: torch.Tensor, region_leak: float) -> torch.Tensor
     return torch.where(swap, -logits, logits)
 
 
-def leaf_path_columns(depth: int, device: torch.device) -> torch.Tensor:
-    """(L, d) long: the column of ``cat(logsigmoid(-z), logsigmoid(z))`` with leaf j's level-m
-    factor.
-
-    Leaf j's mixture weight is the product over its path of c_n (went right) or 1 - c_n (went
-    left), with log c_n = logsigmoid(z_n) and log(1 - c_n) = logsigmoid(-z_n): column n (< N)
-    where leaf j goes left at node n, column N + n where it goes right.
-    """
-    leaves = torch.arange(2**depth, device=device)[:, None]  # (L, 1)
-    levels = torch.arange(depth, device=device)[None, :]  # (1, d)
-    nodes = 2**levels - 1 + torch.bitwise_right_shift(leaves, depth - levels)  # (L, d)
-    goes_right = torch.bitwise_right_shift(leaves, depth - 1 - levels) & 1  # (L, d)
-    return nodes + (2**depth - 1) * goes_right
-
-
 def leaf_mixture(logits: torch.Tensor, depth: int) -> torch.Tensor:
     """Mixture weight of every leaf from the node logits, (B, N) -> (B, L), depth >= 1.
 
-    exp of a sum of log-sigmoids, all <= 0: decisions that are exactly 0 or 1 in floating point
-    give exact weights and finite gradients. Work and memory are O(B * L * d).
+    Leaf j's weight is the product over its path of c_n (went right) or 1 - c_n (went left),
+    computed as the exp of a sum of log-sigmoids (log c = logsigmoid(z), log(1 - c) =
+    logsigmoid(-z)), all <= 0: decisions that are exactly 0 or 1 in floating point give exact
+    weights and finite gradients. The sums are built one tree level at a time, each level's
+    partial sums split in two by its nodes: work and memory O(B * L).
     """
-    columns = leaf_path_columns(depth, logits.device)  # (L, d)
     logsigmoid = torch.nn.functional.logsigmoid
-    log_terms = torch.cat((logsigmoid(-logits), logsigmoid(logits)), dim=1)  # (B, 2N)
-    path_terms = log_terms.index_select(1, columns.flatten()).view(-1, *columns.shape)
-    return torch.exp(path_terms.sum(dim=-1))  # (B, L)
+    steps = torch.stack((logsigmoid(-logits), logsigmoid(logits)), dim=-1)  # (B, N, 2)
+    n_inputs = logits.shape[0]
+    log_mixture = steps[:, 0]  # (B, 2): the root's two subtrees
+    for level in range(1, depth):
+        nodes = steps[:, 2**level - 1 : 2 ** (level + 1) - 1]  # (B, 2**level, 2)
+        log_mixture = (log_mixture.unsqueeze(-1) + nodes).view(n_inputs, 2 ** (level + 1))
+    return torch.exp(log_mixture)
 
 
 def node_entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:

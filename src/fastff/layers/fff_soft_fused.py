@@ -4,7 +4,7 @@ Computes exactly what the composite soft path in ``fastff.layers.fff`` computes 
 of all leaves and the per-node decision entropy), but as one node of the autograd graph instead
 of about forty, and without keeping (B, L, l) intermediates: the backward recomputes the weighted
 hidden units from the saved hidden units and mixture, and sums the leaf gradients up the tree one
-level at a time (O(B * L) work) instead of differentiating a gather.
+level at a time (O(B * L) work).
 
 Notation as in ``fastff.layers.fff``: B inputs, D = in_features, O = out_features, l = leaf_width,
 d = depth >= 1, L = 2**d leaves, N = 2**d - 1 nodes in heap order, H = L * l hidden units.
@@ -28,22 +28,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastff.layers.fff_soft import ENTROPY_LOGIT_BOUND, routing_dtype
+from fastff.layers.fff_soft import (
+    ENTROPY_LOGIT_BOUND,
+    leaf_mixture,
+    node_entropy_from_logits,
+    routing_dtype,
+)
 from fastff.layers.kernels import cpu_soft_routing
-
-
-def _leaf_mixture_from(logits: torch.Tensor, depth: int) -> torch.Tensor:
-    """Leaf mixture weights (B, L) from node logits (B, N): the exp of the sum of log(1 - c)
-    (left) or log c (right) along each leaf's path (the formula of ``leaf_mixture``), built one
-    level at a time (O(B * L) work instead of O(B * L * d))."""
-    positive = nn.functional.logsigmoid(logits)  # log c
-    steps = torch.stack((positive - logits, positive), dim=-1)  # (B, N, 2): log(1 - c), log c
-    n_inputs = logits.shape[0]
-    log_mixture = steps[:, 0]  # (B, 2): the root's two subtrees
-    for level in range(1, depth):
-        nodes = steps[:, 2**level - 1 : 2 ** (level + 1) - 1]  # (B, 2**level, 2)
-        log_mixture = (log_mixture.unsqueeze(-1) + nodes).view(n_inputs, 2 ** (level + 1))
-    return torch.exp(log_mixture)
 
 
 def _relu_like(activation: nn.Module) -> bool:
@@ -199,12 +190,8 @@ def _routing_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mixture (B, L), mean node entropy (N,)) from node logits (B, N) as torch ops; ``swap``
     (B, N) bool or None negates the mixture logits."""
-    clamped = logits.clamp(-ENTROPY_LOGIT_BOUND, ENTROPY_LOGIT_BOUND)
-    entropy = torch.addcmul(
-        nn.functional.softplus(clamped), clamped, torch.sigmoid(clamped), value=-1
-    )
     mixture_logits = logits if swap is None else torch.where(swap, -logits, logits)
-    return _leaf_mixture_from(mixture_logits, depth), entropy.mean(dim=0)
+    return leaf_mixture(mixture_logits, depth), node_entropy_from_logits(logits).mean(dim=0)
 
 
 def _routing_backward(
