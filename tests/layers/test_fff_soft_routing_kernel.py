@@ -23,15 +23,33 @@ TOLERANCE = {
 }
 
 
+KERNEL_ENTRY_POINTS = {
+    "forward": "forward",  # the routing alone (other activations, bfloat16 layers)
+    "backward": "backward",
+    "train_forward": "forward",  # the whole ReLU step
+    "train_backward": "backward",
+}
+
+
+class KernelCalls(dict):
+    """Counts of the forward and backward calls into the kernel (routing alone or whole step);
+    ``by_name`` counts them per entry point of ``cpu_soft_routing``."""
+
+    def __init__(self) -> None:
+        super().__init__(forward=0, backward=0)
+        self.by_name: dict[str, int] = {}
+
+
 @pytest.fixture
-def kernel_calls(fused_kernel, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """The kernel is loaded; counts its forward and backward calls."""
-    calls = {"forward": 0, "backward": 0}
-    for name in calls:
+def kernel_calls(fused_kernel, monkeypatch: pytest.MonkeyPatch) -> KernelCalls:
+    """The kernel is loaded; counts the calls into it."""
+    calls = KernelCalls()
+    for name, direction in KERNEL_ENTRY_POINTS.items():
         original = getattr(cpu_soft_routing, name)
 
-        def counted(*args, _original=original, _name=name, **kwargs):
-            calls[_name] += 1
+        def counted(*args, _original=original, _name=name, _direction=direction, **kwargs):
+            calls[_direction] += 1
+            calls.by_name[_name] = calls.by_name.get(_name, 0) + 1
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(cpu_soft_routing, name, counted)
@@ -72,6 +90,32 @@ def test_kernel_ops_equal_the_torch_ops(fused_kernel, depth, with_swap, dtype):
             logits, swap, None if leaf is None else leaf.clone(), expected_mixture, ent, depth
         )
         torch.testing.assert_close(grad, expected, **tolerance)
+
+
+@pytest.mark.parametrize("depth", [1, 4, 7])
+def test_kernel_ops_read_rows_with_padding(fused_kernel, depth):
+    """The whole step pads its node product to a multiple of 16 columns and hands the routing
+    the first N: rows with a larger stride, whose padding (NaN here) must not leak in."""
+    logits = _logits(67, depth, torch.float64)
+    nodes = logits.shape[1]
+    padded = torch.full((67, nodes + 9), float("nan"), dtype=torch.float64)
+    padded[:, :nodes] = logits
+    strided = padded[:, :nodes]
+    assert not strided.is_contiguous()
+    leaf_grad, grad_entropy = torch.randn(67, nodes + 1, dtype=torch.float64), torch.randn(nodes)
+    expected = cpu_soft_routing.forward(logits, None, depth)
+    results = torch.ops.fastff.fff_soft_routing_forward(strided, None, depth)
+    for result, want in zip(results, expected, strict=True):
+        torch.testing.assert_close(result, want, rtol=0, atol=0)
+    grad = torch.ops.fastff.fff_soft_routing_backward(
+        strided, None, leaf_grad, expected[0], grad_entropy.double(), depth
+    )
+    want = cpu_soft_routing.backward(logits, None, leaf_grad, expected[0], grad_entropy, depth)
+    assert grad.shape == want.shape
+    torch.testing.assert_close(grad, want, rtol=0, atol=0)
+    swap = torch.zeros(67, nodes, dtype=torch.bool)
+    with pytest.raises(RuntimeError, match="must then be contiguous"):
+        torch.ops.fastff.fff_soft_routing_forward(strided, swap, depth)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -120,6 +164,7 @@ def test_kernel_step_equals_torch_routing(kernel_calls, depth, leak, loss, dtype
     x = 3 * torch.randn(70, IN, dtype=dtype)
     with_kernel = _step(fff, x, "fused", loss=loss)
     assert kernel_calls == {"forward": 1, "backward": 1}
+    assert kernel_calls.by_name == {"train_forward": 1, "train_backward": 1}  # ReLU: whole step
     tolerance = TOLERANCE[dtype] if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
     _assert_same_step(with_kernel, _step(fff, x, "fused_torch", loss=loss), **tolerance)
     _assert_same_step(with_kernel, _step(fff, x, "composite", loss=loss), **tolerance)
@@ -134,17 +179,40 @@ def test_kernel_step_with_other_activations(kernel_calls, activation, dtype):
     fff = fff.to(dtype).train()
     x = 2 * torch.randn(40, IN, dtype=dtype)
     with_kernel = _step(fff, x, "fused")
-    assert kernel_calls == {"forward": 1, "backward": 1}
+    assert kernel_calls.by_name == {"forward": 1, "backward": 1}  # the routing alone
     tolerance = TOLERANCE[dtype] if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
     _assert_same_step(with_kernel, _step(fff, x, "fused_torch"), **tolerance)
 
 
 def test_frozen_tree_without_input_gradient_skips_the_routing_backward(kernel_calls):
-    fff = FFF(IN, OUT, 2, 3, hardening=1.0, frozen_tree=True).double().train()
+    fff = FFF(IN, OUT, 2, 3, "gelu", hardening=1.0, frozen_tree=True).double().train()
     y = fff(torch.randn(5, IN, dtype=torch.float64))
     (y.sum() + fff.aux_loss).backward()
-    assert kernel_calls == {"forward": 1, "backward": 0}
+    assert kernel_calls.by_name == {"forward": 1}
     assert fff.w1s.grad is not None and fff.node_weights.grad is None
+
+
+@pytest.mark.parametrize("needs_input_grad", [False, True])
+def test_whole_step_computes_only_the_gradients_asked_for(kernel_calls, needs_input_grad):
+    torch.manual_seed(3)
+    fff = FFF(IN, OUT, 2, 3, hardening=1.0, frozen_tree=True).double().train()
+    x = torch.randn(5, IN, dtype=torch.float64, requires_grad=needs_input_grad)
+    y = fff(x)
+    (y.sum() + fff.aux_loss).backward()
+    assert kernel_calls.by_name == {"train_forward": 1, "train_backward": 1}
+    assert fff.node_weights.grad is None and fff.node_biases.grad is None
+    assert (x.grad is not None) == needs_input_grad
+    reference = FFF(IN, OUT, 2, 3, hardening=1.0, frozen_tree=True).double().train()
+    reference.load_state_dict(fff.state_dict())
+    reference.soft_implementation = "composite"
+    x_reference = x.detach().clone().requires_grad_(needs_input_grad)
+    (reference(x_reference).sum() + reference.aux_loss).backward()
+    for name in ("w1s", "b1s", "w2s", "b2s"):
+        torch.testing.assert_close(
+            getattr(fff, name).grad, getattr(reference, name).grad, rtol=1e-10, atol=1e-12
+        )
+    if needs_input_grad:
+        torch.testing.assert_close(x.grad, x_reference.grad, rtol=1e-10, atol=1e-12)
 
 
 def test_low_precision_layers_route_in_float32_with_the_kernel(kernel_calls):
@@ -152,7 +220,7 @@ def test_low_precision_layers_route_in_float32_with_the_kernel(kernel_calls):
     fff = FFF(IN, OUT, 4, 4, hardening=1.0).to(torch.bfloat16).train()
     x = torch.randn(32, IN, dtype=torch.bfloat16)
     with_kernel = _step(fff, x, "fused")
-    assert kernel_calls == {"forward": 1, "backward": 1}
+    assert kernel_calls.by_name == {"forward": 1, "backward": 1}  # float32 routing only
     _assert_same_step(with_kernel, _step(fff, x, "fused_torch"), rtol=0.02, atol=0.02)
 
 
@@ -178,7 +246,7 @@ def test_kernel_path_passes_gradcheck(kernel_calls, with_swap):
         return fused.soft_fff(*tensors, nn.ReLU(), swap, routing_kernel=True)
 
     assert torch.autograd.gradcheck(function, inputs, eps=1e-6, atol=1e-5)
-    assert kernel_calls["forward"] > 0 and kernel_calls["backward"] > 0
+    assert kernel_calls.by_name["train_forward"] > 0 and kernel_calls.by_name["train_backward"] > 0
 
 
 def _uses_kernel(fff: FFF, x: torch.Tensor, calls: dict[str, int]) -> bool:

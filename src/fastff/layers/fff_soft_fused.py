@@ -68,6 +68,21 @@ class SoftFFFFunction(torch.autograd.Function):
         depth = n_leaves.bit_length() - 1
         hidden_width = n_leaves * leaf_width
         out_features = w2s.shape[-1]
+        ctx.activation = activation
+        ctx.depth = depth
+        ctx.set_materialize_grads(False)
+
+        parameters = (node_weights, node_biases, w1s, b1s, w2s, b2s)
+        ctx.whole_step = (
+            routing_kernel
+            and _relu_like(activation)
+            and cpu_soft_routing.usable(x)
+            and cpu_soft_routing.runs_whole_step(x, parameters)
+        )
+        if ctx.whole_step:
+            y, entropy_mean, *saved = cpu_soft_routing.train_forward(x, parameters, swap, depth)
+            ctx.save_for_backward(x, node_weights, w1s, w2s, b2s, *saved, swap)
+            return y, entropy_mean
 
         logits = torch.addmm(node_biases.view(-1), x, node_weights.t())
         logits = logits.to(routing_dtype(logits.dtype))  # (B, N)
@@ -91,22 +106,26 @@ class SoftFFFFunction(torch.autograd.Function):
         # accumulate in place into mix @ b2s: torch.addmm would copy it first
         y = (mix @ b2s).addmm_(weighted.view(n_inputs, hidden_width), second)
 
-        ctx.activation = activation
-        ctx.depth = depth
         ctx.routing_kernel = routing_kernel
         ctx.save_for_backward(
             x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, swap,
             None if _relu_like(activation) else pre,
         )  # fmt: skip
-        ctx.set_materialize_grads(False)
         return y, entropy_mean
 
     @staticmethod
     def backward(
         ctx: Any, grad_y: torch.Tensor | None, grad_entropy: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, ...]:
-        x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, swap, pre = ctx.saved_tensors
         needs = ctx.needs_input_grad
+        if ctx.whole_step:
+            x, node_weights, w1s, w2s, b2s, *saved, swap = ctx.saved_tensors
+            grads = cpu_soft_routing.train_backward(
+                grad_y, grad_entropy, x, node_weights, w1s, w2s, b2s, saved, swap, ctx.depth,
+                needs[:7],
+            )  # fmt: skip
+            return (*grads, None, None, None)
+        x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, swap, pre = ctx.saved_tensors
         n_inputs, depth = x.shape[0], ctx.depth
         n_leaves, in_features, leaf_width = w1s.shape
         hidden_width = n_leaves * leaf_width

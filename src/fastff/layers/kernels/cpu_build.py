@@ -1,8 +1,9 @@
 """Build and load the C++ CPU kernels (:data:`SOURCES`): both only when asked.
 
 One library holds the fused hard forward (``csrc/fff_hard_cpu.cpp``, the ``fused_cpu`` hard
-strategy) and the soft routing (``csrc/fff_soft_routing_cpu.cpp``, used by the fused soft
-forward, :mod:`fastff.layers.fff_soft_fused`), so one build and one load cover both.
+strategy) and the soft training kernels (``csrc/fff_soft_routing_cpu.cpp``: routing and leaf
+passes; ``csrc/fff_soft_train_cpu.cpp``: the whole ReLU training step; used by the fused soft
+forward, :mod:`fastff.layers.fff_soft_fused`), so one build and one load cover all of them.
 
 - :func:`build` compiles the kernel in the calling process with ``torch.utils.cpp_extension``
   (the C++ compiler and ninja; 10-60 s) into its own folder of the torch
@@ -39,8 +40,11 @@ import torch
 
 SOURCE = Path(__file__).parent / "csrc" / "fff_hard_cpu.cpp"
 ROUTING_SOURCE = Path(__file__).parent / "csrc" / "fff_soft_routing_cpu.cpp"
-SOURCES = (SOURCE, ROUTING_SOURCE)
+TRAIN_SOURCE = Path(__file__).parent / "csrc" / "fff_soft_train_cpu.cpp"
+SOURCES = (SOURCE, ROUTING_SOURCE, TRAIN_SOURCE)
 """Compiled into one library."""
+HEADERS = (Path(__file__).parent / "csrc" / "fff_soft_cpu.h",)
+"""Included by the sources: part of the build's identity."""
 DISABLE_ENV = "FASTFF_FUSED_CPU"
 BUILD_COMMAND = "python -m fastff.layers.kernels build"
 LIBRARY_SUFFIX = ".pyd" if sys.platform == "win32" else ".so"  # as torch.utils.cpp_extension
@@ -89,7 +93,7 @@ def build_spec() -> BuildSpec:
     isa, isa_flags = _isa_flags()
     cflags = ("-O3", "-fopenmp", *isa_flags)
     identity = hashlib.sha1()
-    for source in SOURCES:
+    for source in (*SOURCES, *HEADERS):
         identity.update(source.read_bytes())
     python = f"{sys.version_info.major}.{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
     paths = "|".join(str(source.resolve()) for source in SOURCES)

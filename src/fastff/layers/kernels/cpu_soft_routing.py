@@ -1,10 +1,12 @@
-"""The soft routing of the fused FFF training forward as C++ (``csrc/fff_soft_routing_cpu.cpp``).
+"""The fused FFF training step's C++ kernels (``csrc/fff_soft_routing_cpu.cpp``,
+``csrc/fff_soft_train_cpu.cpp``).
 
 From the node logits z (B, N) the kernel computes, one pass per row, the leaf mixture (B, L) and
 the batch-mean node entropy (N,), and in the backward dLoss/dz (B, N), with the math of the
 torch-op path in :mod:`fastff.layers.fff_soft_fused` (which it replaces on the CPU);
 :func:`leaf_forward` and :func:`leaf_backward` fuse the elementwise leaf side of the forward
-(ReLU) and of the backward. CPU
+(ReLU) and of the backward; :func:`train_forward` and :func:`train_backward` run the whole ReLU
+training step (matrix products included) as one op per direction. CPU
 float32/float64 only; it runs only when the kernel library is loaded in this process (it is
 part of the ``fused_cpu`` library: :mod:`.cpu_build` builds and loads both; a forward pass never
 builds, and ``FASTFF_FUSED_CPU=0`` disables both).
@@ -93,3 +95,47 @@ def leaf_backward(
     dLoss/d(weighted) * hidden (B, L)) and overwrites ``grad_weighted`` with dLoss/d(hidden), or
     with dLoss/d(pre-activation) when ``relu`` (zero where the hidden unit is <= 0)."""
     return torch.ops.fastff.fff_soft_leaf_backward(grad_weighted, hidden, mix, leaf_width, relu)
+
+
+def runs_whole_step(x: torch.Tensor, parameters: tuple[torch.Tensor, ...]) -> bool:
+    """Whether :func:`train_forward` can compute this step: the caller checked :func:`usable`
+    and a ReLU; the parameters are in x's dtype and device and autocast is off (the step's
+    matrix products would not be autocast inside the op)."""
+    return not torch.is_autocast_enabled(x.device.type) and all(
+        p.dtype == x.dtype and p.device == x.device for p in parameters
+    )
+
+
+def train_forward(
+    x: torch.Tensor,
+    parameters: tuple[torch.Tensor, ...],
+    swap: torch.Tensor | None,
+    depth: int,
+) -> tuple[torch.Tensor, ...]:
+    """The whole ReLU soft forward of (B, D) inputs and the FFF's parameters (node_weights,
+    node_biases, w1s, b1s, w2s, b2s): (y (B, O), mean node entropy (N,), and what the backward
+    needs: node logits (B, N), mixture (B, L), hidden units (B, H))."""
+    return torch.ops.fastff.fff_soft_train_forward(
+        x, *parameters, None if swap is None else swap.contiguous(), depth
+    )
+
+
+def train_backward(
+    grad_y: torch.Tensor | None,
+    grad_entropy: torch.Tensor | None,
+    x: torch.Tensor,
+    node_weights: torch.Tensor,
+    w1s: torch.Tensor,
+    w2s: torch.Tensor,
+    b2s: torch.Tensor,
+    saved: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    swap: torch.Tensor | None,
+    depth: int,
+    needs: tuple[bool, ...],
+) -> list[torch.Tensor | None]:
+    """Gradients of (x, node_weights, node_biases, w1s, b1s, w2s, b2s) (None where ``needs``, 7
+    bools in that order, is False) from dLoss/dy (B, O) and dLoss/d(mean entropy) (N,) (either
+    None when unused) and ``saved`` = (logits, mixture, hidden) of :func:`train_forward`."""
+    return torch.ops.fastff.fff_soft_train_backward(
+        grad_y, grad_entropy, x, node_weights, w1s, w2s, b2s, *saved, swap, depth, list(needs)
+    )

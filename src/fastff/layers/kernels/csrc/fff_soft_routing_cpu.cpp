@@ -14,7 +14,8 @@
 //   child, dLoss/dz'_n = R_n - (L_n + R_n) c'_n (negated where swapped), minus
 //   dLoss/dH_n / B * z c (1 - c) strictly inside the clamp (dH/dz = -z c (1 - c) there).
 //
-// Shapes: logits (B, N) with N = 2**depth - 1, float32 or float64, contiguous; swap (B, N) bool
+// Shapes: logits (B, N) with N = 2**depth - 1, float32 or float64, contiguous rows (the row
+// stride may exceed N: padded node products; then without swap); swap (B, N) bool
 // or None; mixture and leaf_grad (B, L) with L = 2**depth; grad_entropy (N,) or None. Registered
 // as torch.ops.fastff.fff_soft_routing_forward(logits, swap, depth) -> (mixture, entropy_mean)
 // and torch.ops.fastff.fff_soft_routing_backward(logits, swap, leaf_grad, mixture, grad_entropy,
@@ -39,6 +40,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
+
+#include "fff_soft_cpu.h"
 
 #include <algorithm>
 #include <cmath>
@@ -84,22 +87,29 @@ void check_logits(const at::Tensor& logits, int64_t depth) {
   TORCH_CHECK(depth >= 1 && depth <= 30, "fff_soft_routing: depth must be in [1, 30]");
   TORCH_CHECK(logits.dim() == 2 && logits.size(1) == (int64_t(1) << depth) - 1,
               "fff_soft_routing: logits must be (B, 2**depth - 1)");
-  TORCH_CHECK(logits.is_contiguous(), "fff_soft_routing: logits must be contiguous");
+  TORCH_CHECK(logits.stride(1) == 1 && logits.stride(0) >= logits.size(1),
+              "fff_soft_routing: logits must have contiguous rows");
 }
 
 const bool* swap_data(const c10::optional<at::Tensor>& swap, const at::Tensor& logits) {
   if (!swap.has_value() || !swap->defined()) return nullptr;
   TORCH_CHECK(swap->scalar_type() == at::kBool && swap->sizes() == logits.sizes() &&
-                  swap->is_contiguous() && swap->device().is_cpu(),
-              "fff_soft_routing: swap must be a contiguous CPU bool tensor shaped like logits");
+                  swap->is_contiguous() && swap->device().is_cpu() && logits.is_contiguous(),
+              "fff_soft_routing: swap must be a contiguous CPU bool tensor shaped like logits "
+              "(which must then be contiguous)");
   return swap->data_ptr<bool>();
 }
+
+}  // namespace
+
+namespace fastff_soft {
 
 std::tuple<at::Tensor, at::Tensor> fff_soft_routing_forward(
     const at::Tensor& logits, const c10::optional<at::Tensor>& swap, int64_t depth) {
   check_logits(logits, depth);
   const bool* sw = swap_data(swap, logits);
   const int64_t batch = logits.size(0), nodes = logits.size(1), leaves = nodes + 1;
+  const int64_t ld = logits.stride(0);  // row stride: N, or more for padded rows
   at::Tensor mixture = at::empty({batch, leaves}, logits.options());
   at::Tensor entropy_mean = at::empty({nodes}, logits.options());
   const int64_t rows_per_block = block_rows(nodes);
@@ -117,16 +127,17 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_routing_forward(
     const Vec<T> vlpb(static_cast<T>(std::log1p(std::exp(-bound_d))));
     const Vec<T> zero(T(0)), one(T(1));
     at::parallel_for(0, blocks, 1, [&](int64_t block_begin, int64_t block_end) {
-      const size_t buffer = static_cast<size_t>(rows_per_block * nodes);
+      const size_t buffer = static_cast<size_t>(rows_per_block * ld);
       std::vector<T> log_left(buffer), log_right(buffer), entropy(buffer);
       for (int64_t block = block_begin; block < block_end; ++block) {
         const int64_t row0 = block * rows_per_block;
         const int64_t rows = std::min(batch, row0 + rows_per_block) - row0;
-        const T* z = zp + row0 * nodes;
-        const bool* s = sw == nullptr ? nullptr : sw + row0 * nodes;
+        const T* z = zp + row0 * ld;
+        const bool* s = sw == nullptr ? nullptr : sw + row0 * ld;
         // elementwise over the block's nodes: log c', log(1 - c') and the clamped entropy
-        for (int64_t i = 0; i < rows * nodes; i += W) {
-          const int64_t count = std::min(W, rows * nodes - i);
+        const int64_t span = (rows - 1) * ld + nodes;  // the block's values, with row padding
+        for (int64_t i = 0; i < span; i += W) {
+          const int64_t count = std::min(W, span - i);
           const Vec<T> zv = Vec<T>::loadu(z + i, count);
           const Vec<T> zm = s == nullptr ? zv : zv * swap_signs<T>(s + i, count);
           const Vec<T> a = zv.abs();
@@ -143,13 +154,13 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_routing_forward(
         }
         double* sums = partial.data() + block * nodes;
         for (int64_t r = 0; r < rows; ++r) {
-          const T* h = entropy.data() + r * nodes;
+          const T* h = entropy.data() + r * ld;
           for (int64_t n = 0; n < nodes; ++n) sums[n] += static_cast<double>(h[n]);
         }
         // log mixture, level by level, in place in each output row (children after parents)
         for (int64_t r = 0; r < rows; ++r) {
-          const T* left = log_left.data() + r * nodes;
-          const T* right = log_right.data() + r * nodes;
+          const T* left = log_left.data() + r * ld;
+          const T* right = log_right.data() + r * ld;
           T* m = mp + (row0 + r) * leaves;
           m[0] = left[0];
           m[1] = right[0];
@@ -199,6 +210,7 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
   check_logits(logits, depth);
   const bool* sw = swap_data(swap, logits);
   const int64_t batch = logits.size(0), nodes = logits.size(1), leaves = nodes + 1;
+  const int64_t ld = logits.stride(0);  // row stride: N, or more for padded rows
   const bool has_leaf = leaf_grad.has_value() && leaf_grad->defined();
   const bool has_entropy = grad_entropy.has_value() && grad_entropy->defined();
   if (has_leaf) {
@@ -217,8 +229,8 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
                 "fff_soft_routing_backward: grad_entropy must be a contiguous (N,) tensor in "
                 "the logits' dtype");
   }
-  at::Tensor grad = at::empty_like(logits);
-  if (!has_leaf && !has_entropy) return grad.zero_();
+  if (!has_leaf && !has_entropy) return at::zeros_like(logits);
+  at::Tensor grad = at::empty({batch, ld}, logits.options());  // narrowed to (B, N) at the end
   const int64_t rows_per_block = block_rows(nodes);
   const int64_t blocks = (batch + rows_per_block - 1) / rows_per_block;
 
@@ -231,27 +243,28 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
     T* out = grad.data_ptr<T>();
     const Vec<T> vbound(static_cast<T>(std::log((1.0 - 1e-6) / 1e-6))), zero(T(0)), one(T(1));
     // dLoss/dH_n / B (the entropy output is a batch mean), tiled over a block's rows
-    std::vector<T> scale(has_entropy ? static_cast<size_t>(rows_per_block * nodes) : 0);
+    std::vector<T> scale(has_entropy ? static_cast<size_t>(rows_per_block * ld) : 0);
     if (has_entropy) {
       const T* ge = grad_entropy->data_ptr<T>();
       for (int64_t n = 0; n < nodes; ++n) scale[n] = ge[n] / static_cast<T>(batch);
       for (int64_t r = 1; r < rows_per_block; ++r) {
-        std::copy(scale.begin(), scale.begin() + nodes, scale.begin() + r * nodes);
+        std::copy(scale.begin(), scale.begin() + nodes, scale.begin() + r * ld);
       }
     }
     at::parallel_for(0, blocks, 1, [&](int64_t block_begin, int64_t block_end) {
-      const size_t buffer = static_cast<size_t>(rows_per_block * nodes);
+      const size_t buffer = static_cast<size_t>(rows_per_block * ld);
       std::vector<T> decision(buffer), spread(buffer);
       std::vector<T> totals(has_leaf ? static_cast<size_t>(rows_per_block * leaves) : 0);
       for (int64_t block = block_begin; block < block_end; ++block) {
         const int64_t row0 = block * rows_per_block;
         const int64_t rows = std::min(batch, row0 + rows_per_block) - row0;
-        const T* z = zp + row0 * nodes;
-        const bool* s = sw == nullptr ? nullptr : sw + row0 * nodes;
-        T* g = out + row0 * nodes;
+        const T* z = zp + row0 * ld;
+        const bool* s = sw == nullptr ? nullptr : sw + row0 * ld;
+        T* g = out + row0 * ld;
         // c' = sigmoid(z') of the mixture and c (1 - c) = e / (1 + e)**2, e = exp(-|z|)
-        for (int64_t i = 0; i < rows * nodes; i += W) {
-          const int64_t count = std::min(W, rows * nodes - i);
+        const int64_t span = (rows - 1) * ld + nodes;  // the block's values, with row padding
+        for (int64_t i = 0; i < span; i += W) {
+          const int64_t count = std::min(W, span - i);
           const Vec<T> zv = Vec<T>::loadu(z + i, count);
           const Vec<T> zm = s == nullptr ? zv : zv * swap_signs<T>(s + i, count);
           const Vec<T> e = zv.abs().neg().exp();
@@ -269,9 +282,9 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
           }
           for (int64_t r = 0; r < rows; ++r) {
             T* t = totals.data() + r * leaves;
-            const T* c = decision.data() + r * nodes;
-            const bool* sr = s == nullptr ? nullptr : s + r * nodes;
-            T* gr = g + r * nodes;
+            const T* c = decision.data() + r * ld;
+            const bool* sr = s == nullptr ? nullptr : s + r * ld;
+            T* gr = g + r * ld;
             // subtree sums, deepest level first; t[i] of a level overwrites after reading
             for (int64_t level = depth - 1; level >= 0; --level) {
               const int64_t base = (int64_t(1) << level) - 1;
@@ -297,11 +310,11 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
             }
           }
         } else {
-          std::fill(g, g + rows * nodes, T(0));
+          std::fill(g, g + span, T(0));
         }
         if (has_entropy) {
-          for (int64_t i = 0; i < rows * nodes; i += W) {
-            const int64_t count = std::min(W, rows * nodes - i);
+          for (int64_t i = 0; i < span; i += W) {
+            const int64_t count = std::min(W, span - i);
             const Vec<T> zv = Vec<T>::loadu(z + i, count);
             const Vec<T> term = zv * Vec<T>::loadu(scale.data() + i, count) *
                                 Vec<T>::loadu(spread.data() + i, count);
@@ -313,7 +326,7 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
       }
     });
   });
-  return grad;
+  return ld == nodes ? grad : grad.narrow(1, 0, nodes);
 }
 
 // The leaf side of the forward for a ReLU activation, one pass over each row: the
@@ -444,7 +457,7 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_leaf_backward(at::Tensor grad_weight
   return {work, products};
 }
 
-}  // namespace
+}  // namespace fastff_soft
 
 TORCH_LIBRARY_FRAGMENT(fastff, m) {
   m.def("fff_soft_routing_forward(Tensor logits, Tensor? swap, int depth) -> (Tensor, Tensor)");
@@ -458,8 +471,8 @@ TORCH_LIBRARY_FRAGMENT(fastff, m) {
 }
 
 TORCH_LIBRARY_IMPL(fastff, CPU, m) {
-  m.impl("fff_soft_routing_forward", &fff_soft_routing_forward);
-  m.impl("fff_soft_routing_backward", &fff_soft_routing_backward);
-  m.impl("fff_soft_leaf_forward", &fff_soft_leaf_forward);
-  m.impl("fff_soft_leaf_backward", &fff_soft_leaf_backward);
+  m.impl("fff_soft_routing_forward", &fastff_soft::fff_soft_routing_forward);
+  m.impl("fff_soft_routing_backward", &fastff_soft::fff_soft_routing_backward);
+  m.impl("fff_soft_leaf_forward", &fastff_soft::fff_soft_leaf_forward);
+  m.impl("fff_soft_leaf_backward", &fastff_soft::fff_soft_leaf_backward);
 }

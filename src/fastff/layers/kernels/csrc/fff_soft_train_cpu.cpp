@@ -1,0 +1,152 @@
+// The whole FFF soft (training) step with a ReLU on the CPU: forward and backward as one op each.
+//
+// The same computation as SoftFFFFunction in fastff/layers/fff_soft_fused.py with the routing
+// and leaf kernels of fff_soft_routing_cpu.cpp; here the dozen matrix products and kernel calls
+// per direction run without a Python round trip each (for small layers the step was dominated by
+// per-op overhead).
+//
+// Shapes (B inputs, D in, O out, l leaf width, d depth, L = 2**d leaves, N = L - 1 nodes,
+// H = L * l hidden units): x (B, D); node_weights (N, D); node_biases (N, 1); w1s (L, D, l);
+// b1s (L, l); w2s (L, l, O); b2s (L, O); swap (B, N) bool or None (region leak). All floating
+// tensors on the CPU in one dtype, float32 or float64.
+//
+// torch.ops.fastff.fff_soft_train_forward(x, node_weights, node_biases, w1s, b1s, w2s, b2s, swap,
+//     depth) -> (y (B, O), mean node entropy (N,), logits (B, N), mixture (B, L), hidden (B, H))
+// torch.ops.fastff.fff_soft_train_backward(grad_y, grad_entropy, x, node_weights, w1s, w2s, b2s,
+//     logits, mixture, hidden, swap, depth, needs) -> the gradients of (x, node_weights,
+//     node_biases, w1s, b1s, w2s, b2s), None where needs (7 bools, in that order) is false or no
+//     gradient flows; grad_y (B, O) and grad_entropy (N,) may be None (that output is unused).
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <array>
+#include <tuple>
+#include <vector>
+
+#include "fff_soft_cpu.h"
+
+namespace {
+
+struct Sizes {
+  int64_t batch, in, out, leaves, leaf_width, hidden, nodes;
+};
+
+Sizes check_step(const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& w1s,
+                 const at::Tensor& w2s, const at::Tensor& b2s, int64_t depth) {
+  TORCH_CHECK(x.device().is_cpu() && (x.scalar_type() == at::kFloat ||
+                                      x.scalar_type() == at::kDouble),
+              "fff_soft_train: x must be a float32 or float64 CPU tensor");
+  TORCH_CHECK(x.dim() == 2 && w1s.dim() == 3 && w2s.dim() == 3 && b2s.dim() == 2 &&
+                  node_weights.dim() == 2,
+              "fff_soft_train: x (B, D), node_weights (N, D), w1s (L, D, l), w2s (L, l, O), "
+              "b2s (L, O)");
+  for (const at::Tensor* t : {&node_weights, &w1s, &w2s, &b2s}) {
+    TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device().is_cpu(),
+                "fff_soft_train: parameters must be CPU tensors in x's dtype");
+  }
+  Sizes s{x.size(0), x.size(1), w2s.size(2), w1s.size(0), w1s.size(2), 0, node_weights.size(0)};
+  s.hidden = s.leaves * s.leaf_width;
+  TORCH_CHECK(depth >= 1 && depth <= 30 && s.leaves == (int64_t(1) << depth) &&
+                  s.nodes == s.leaves - 1 && w1s.size(1) == s.in && node_weights.size(1) == s.in &&
+                  w2s.size(0) == s.leaves && w2s.size(1) == s.leaf_width &&
+                  b2s.size(0) == s.leaves && b2s.size(1) == s.out,
+              "fff_soft_train: parameter shapes do not match depth ", depth);
+  return s;
+}
+
+// Row j * l + k is leaf j's hidden unit k (a view when w1s is stored neuron-major).
+at::Tensor first_layer(const at::Tensor& w1s, const Sizes& s) {
+  return w1s.transpose(1, 2).reshape({s.hidden, s.in});
+}
+
+// Node logits (B, N) = x node_weights^T + biases. BLAS is much slower for an output width of
+// 2**d - 1 than for the next multiple of 16 (at B = 256, D = 784, N = 15: 2.3x); the product runs
+// on zero-padded copies of the node parameters (N * D values copied, a 1 / B of the product) and
+// the logits are the first N columns of its (B, N padded) result. Region-leak swaps (B, N) need
+// contiguous logits: no padding then.
+at::Tensor node_logits(const at::Tensor& x, const at::Tensor& node_weights,
+                       const at::Tensor& node_biases, bool has_swap) {
+  const int64_t nodes = node_weights.size(0), padded = (nodes + 15) / 16 * 16;
+  if (has_swap || padded == nodes) {
+    return at::addmm(node_biases.reshape({-1}), x, node_weights.t());
+  }
+  at::Tensor weights = at::zeros({padded, node_weights.size(1)}, node_weights.options());
+  at::Tensor biases = at::zeros({padded}, node_biases.options());
+  weights.narrow(0, 0, nodes).copy_(node_weights);
+  biases.narrow(0, 0, nodes).copy_(node_biases.reshape({-1}));
+  return at::addmm(biases, x, weights.t()).narrow(1, 0, nodes);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fff_soft_train_forward(
+    const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& node_biases,
+    const at::Tensor& w1s, const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
+    const c10::optional<at::Tensor>& swap, int64_t depth) {
+  const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
+  at::Tensor logits = node_logits(x, node_weights, node_biases, swap.has_value() && swap->defined());
+  auto [mixture, entropy_mean] = fastff_soft::fff_soft_routing_forward(logits, swap, depth);
+  at::Tensor hidden = at::addmm(b1s.reshape({-1}), x, first_layer(w1s, s).t());  // (B, H)
+  at::Tensor weighted = fastff_soft::fff_soft_leaf_forward(hidden, mixture, s.leaf_width);
+  at::Tensor y = at::mm(mixture, b2s).addmm_(weighted, w2s.reshape({s.hidden, s.out}));
+  return {y, entropy_mean, logits, mixture, hidden};
+}
+
+std::vector<at::Tensor> fff_soft_train_backward(
+    const c10::optional<at::Tensor>& grad_y, const c10::optional<at::Tensor>& grad_entropy,
+    const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& w1s,
+    const at::Tensor& w2s, const at::Tensor& b2s, const at::Tensor& logits,
+    const at::Tensor& mixture, const at::Tensor& hidden, const c10::optional<at::Tensor>& swap,
+    int64_t depth, std::array<bool, 7> needs) {
+  const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
+  enum { X, NODE_W, NODE_B, W1, B1, W2, B2 };
+  std::vector<at::Tensor> grads(7);
+  c10::optional<at::Tensor> grad_mix;  // dLoss/dm (B, L)
+  const bool has_y = grad_y.has_value() && grad_y->defined();
+  if (has_y) {
+    const at::Tensor gy = grad_y->contiguous();
+    const at::Tensor second = w2s.reshape({s.hidden, s.out});
+    at::Tensor grad_pre = at::mm(gy, second.t());  // dLoss/d(weighted), then dLoss/d(pre)
+    if (needs[B2]) grads[B2] = at::mm(gy.t(), mixture).t();  // (L, O); (O, B) x (B, L) is faster
+    auto [work, products] =
+        fastff_soft::fff_soft_leaf_backward(grad_pre, hidden, mixture, s.leaf_width, true);
+    if (needs[W2]) grads[W2] = at::mm(gy.t(), work).t().view({s.leaves, s.leaf_width, s.out});
+    grad_mix = products.addmm_(gy, b2s.t());
+    if (needs[W1]) {
+      grads[W1] = at::mm(grad_pre.t(), x).view({s.leaves, s.leaf_width, s.in}).transpose(1, 2);
+    }
+    if (needs[B1]) grads[B1] = grad_pre.sum(0).view({s.leaves, s.leaf_width});
+    if (needs[X]) grads[X] = at::mm(grad_pre, first_layer(w1s, s));
+  }
+  const bool has_entropy = grad_entropy.has_value() && grad_entropy->defined();
+  if ((has_y || has_entropy) && (needs[X] || needs[NODE_W] || needs[NODE_B])) {
+    c10::optional<at::Tensor> ge;
+    if (has_entropy) ge = grad_entropy->to(logits.scalar_type()).contiguous();
+    const at::Tensor grad_logits =
+        fastff_soft::fff_soft_routing_backward(logits, swap, grad_mix, mixture, ge, depth);
+    if (needs[NODE_W]) grads[NODE_W] = at::mm(grad_logits.t(), x);
+    if (needs[NODE_B]) grads[NODE_B] = grad_logits.sum(0).unsqueeze(1);
+    if (needs[X]) {
+      grads[X] = grads[X].defined() ? grads[X].addmm_(grad_logits, node_weights)
+                                    : at::mm(grad_logits, node_weights);
+    }
+  }
+  return grads;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fastff, m) {
+  m.def(
+      "fff_soft_train_forward(Tensor x, Tensor node_weights, Tensor node_biases, Tensor w1s, "
+      "Tensor b1s, Tensor w2s, Tensor b2s, Tensor? swap, int depth) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "fff_soft_train_backward(Tensor? grad_y, Tensor? grad_entropy, Tensor x, "
+      "Tensor node_weights, Tensor w1s, Tensor w2s, Tensor b2s, Tensor logits, Tensor mixture, "
+      "Tensor hidden, Tensor? swap, int depth, bool[7] needs) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(fastff, CPU, m) {
+  m.impl("fff_soft_train_forward", &fff_soft_train_forward);
+  m.impl("fff_soft_train_backward", &fff_soft_train_backward);
+}
