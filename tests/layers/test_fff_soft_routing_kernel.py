@@ -26,8 +26,7 @@ TOLERANCE = {
 KERNEL_ENTRY_POINTS = {
     "forward": "forward",  # the routing alone (other activations, bfloat16 layers)
     "backward": "backward",
-    "train_forward": "forward",  # the whole ReLU step
-    "train_backward": "backward",
+    "train_step": "forward",  # the whole ReLU step; its backward runs in C++, uncounted
 }
 
 
@@ -163,12 +162,11 @@ def test_kernel_step_equals_torch_routing(kernel_calls, depth, leak, loss, dtype
     fff = FFF(IN, OUT, 2, depth, region_leak=leak, hardening=2.5).to(dtype).train()
     x = 3 * torch.randn(70, IN, dtype=dtype)
     with_kernel = _step(fff, x, "fused", loss=loss)
-    assert kernel_calls == {"forward": 1, "backward": 1}
-    assert kernel_calls.by_name == {"train_forward": 1, "train_backward": 1}  # ReLU: whole step
+    assert kernel_calls.by_name == {"train_step": 1}  # ReLU: the whole step
     tolerance = TOLERANCE[dtype] if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
     _assert_same_step(with_kernel, _step(fff, x, "fused_torch", loss=loss), **tolerance)
     _assert_same_step(with_kernel, _step(fff, x, "composite", loss=loss), **tolerance)
-    assert kernel_calls == {"forward": 1, "backward": 1}  # neither of them used it
+    assert kernel_calls.by_name == {"train_step": 1}  # neither of them used it
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -199,7 +197,7 @@ def test_whole_step_computes_only_the_gradients_asked_for(kernel_calls, needs_in
     x = torch.randn(5, IN, dtype=torch.float64, requires_grad=needs_input_grad)
     y = fff(x)
     (y.sum() + fff.aux_loss).backward()
-    assert kernel_calls.by_name == {"train_forward": 1, "train_backward": 1}
+    assert kernel_calls.by_name == {"train_step": 1}
     assert fff.node_weights.grad is None and fff.node_biases.grad is None
     assert (x.grad is not None) == needs_input_grad
     reference = FFF(IN, OUT, 2, 3, hardening=1.0, frozen_tree=True).double().train()
@@ -246,7 +244,7 @@ def test_kernel_path_passes_gradcheck(kernel_calls, with_swap):
         return fused.soft_fff(*tensors, nn.ReLU(), swap, routing_kernel=True)
 
     assert torch.autograd.gradcheck(function, inputs, eps=1e-6, atol=1e-5)
-    assert kernel_calls.by_name["train_forward"] > 0 and kernel_calls.by_name["train_backward"] > 0
+    assert kernel_calls.by_name["train_step"] > 0
 
 
 def _uses_kernel(fff: FFF, x: torch.Tensor, calls: dict[str, int]) -> bool:
@@ -319,3 +317,16 @@ def test_kernel_ops_refuse_bad_inputs(fused_kernel):
     with pytest.raises(RuntimeError, match="swap"):
         cpu_soft_routing.forward(logits, torch.zeros(4, 7), 3)
     assert not cpu_soft_routing.usable(logits.half())
+
+
+def test_whole_step_refuses_double_backward_clearly(fused_kernel):
+    """The fused step's backward is hand-written (no graph of its own): create_graph=True gets
+    one error naming the way out, and the composite path computes the double backward."""
+    torch.manual_seed(0)
+    fff = FFF(IN, OUT, 2, 3, hardening=1.0).double().train()
+    x = torch.randn(4, IN, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="soft_implementation to 'composite'"):
+        torch.autograd.grad(fff(x).sum() + fff.aux_loss, x, create_graph=True)
+    fff.soft_implementation = "composite"
+    (grad,) = torch.autograd.grad(fff(x).sum() + fff.aux_loss, x, create_graph=True)
+    assert grad.requires_grad

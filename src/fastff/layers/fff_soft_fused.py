@@ -19,6 +19,8 @@ Gradients (c = sigmoid(z) of the mixture's node logits z, q_j = dLoss/dm_j * m_j
 The routing (node logits (B, N) -> mixture (B, L) and mean entropy (N,), and its backward) runs
 as the C++ kernel of :mod:`fastff.layers.kernels.cpu_soft_routing` on CPU float32/float64 where
 that kernel is loaded and ``routing_kernel`` is set, else as the torch ops below (same math).
+With a ReLU, :func:`soft_fff` runs the whole step (forward, backward and autograd node) as one
+C++ op there instead of this function.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from fastff.layers.fff_soft import (
     ENTROPY_LOGIT_BOUND,
@@ -68,22 +71,6 @@ class SoftFFFFunction(torch.autograd.Function):
         depth = n_leaves.bit_length() - 1
         hidden_width = n_leaves * leaf_width
         out_features = w2s.shape[-1]
-        ctx.activation = activation
-        ctx.depth = depth
-        ctx.set_materialize_grads(False)
-
-        parameters = (node_weights, node_biases, w1s, b1s, w2s, b2s)
-        ctx.whole_step = (
-            routing_kernel
-            and _relu_like(activation)
-            and cpu_soft_routing.usable(x)
-            and cpu_soft_routing.runs_whole_step(x, parameters)
-        )
-        if ctx.whole_step:
-            y, entropy_mean, *saved = cpu_soft_routing.train_forward(x, parameters, swap, depth)
-            ctx.save_for_backward(x, node_weights, w1s, w2s, b2s, *saved, swap)
-            return y, entropy_mean
-
         logits = torch.addmm(node_biases.view(-1), x, node_weights.t())
         logits = logits.to(routing_dtype(logits.dtype))  # (B, N)
         routing_kernel = routing_kernel and cpu_soft_routing.usable(logits)
@@ -106,7 +93,10 @@ class SoftFFFFunction(torch.autograd.Function):
         # accumulate in place into mix @ b2s: torch.addmm would copy it first
         y = (mix @ b2s).addmm_(weighted.view(n_inputs, hidden_width), second)
 
+        ctx.activation = activation
+        ctx.depth = depth
         ctx.routing_kernel = routing_kernel
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(
             x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, swap,
             None if _relu_like(activation) else pre,
@@ -114,18 +104,12 @@ class SoftFFFFunction(torch.autograd.Function):
         return y, entropy_mean
 
     @staticmethod
+    @once_differentiable
     def backward(
         ctx: Any, grad_y: torch.Tensor | None, grad_entropy: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, ...]:
-        needs = ctx.needs_input_grad
-        if ctx.whole_step:
-            x, node_weights, w1s, w2s, b2s, *saved, swap = ctx.saved_tensors
-            grads = cpu_soft_routing.train_backward(
-                grad_y, grad_entropy, x, node_weights, w1s, w2s, b2s, saved, swap, ctx.depth,
-                needs[:7],
-            )  # fmt: skip
-            return (*grads, None, None, None)
         x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, swap, pre = ctx.saved_tensors
+        needs = ctx.needs_input_grad
         n_inputs, depth = x.shape[0], ctx.depth
         n_leaves, in_features, leaf_width = w1s.shape
         hidden_width = n_leaves * leaf_width
@@ -294,12 +278,21 @@ def soft_fff(
     b1s (L, l), w2s (L, l, O), b2s (L, O); depth = log2(L) >= 1. ``activation`` acts elementwise
     and has no parameters (see :func:`fusable`); ``swap`` (B, N) bool negates those mixture
     logits (region leak; the entropy is symmetric in the sign). No dropout.
-    ``routing_kernel``: compute the routing with the C++ kernel where it can run (CPU
-    float32/float64 routing, kernel loaded), else (or when False) with torch ops.
+    ``routing_kernel``: use the C++ kernels where they can run (kernel loaded, CPU, float32 or
+    float64 routing, not traced): with a ReLU and x and the parameters in one dtype (autocast
+    off) the whole step is one C++ autograd op (:func:`cpu_soft_routing.train_step`), else the
+    routing runs as C++ inside :class:`SoftFFFFunction`; without them (or when False), torch
+    ops.
     """
-    return SoftFFFFunction.apply(
-        x, node_weights, node_biases, w1s, b1s, w2s, b2s, activation, swap, routing_kernel
-    )
+    parameters = (node_weights, node_biases, w1s, b1s, w2s, b2s)
+    if (
+        routing_kernel
+        and _relu_like(activation)
+        and cpu_soft_routing.usable(x)
+        and cpu_soft_routing.runs_whole_step(x, parameters)
+    ):
+        return cpu_soft_routing.train_step(x, parameters, swap, w1s.shape[0].bit_length() - 1)
+    return SoftFFFFunction.apply(x, *parameters, activation, swap, routing_kernel)
 
 
 def fusable(activation: nn.Module, dropout_active: bool, depth: int) -> bool:

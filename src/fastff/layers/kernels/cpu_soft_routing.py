@@ -5,8 +5,8 @@ From the node logits z (B, N) the kernel computes, one pass per row, the leaf mi
 the batch-mean node entropy (N,), and in the backward dLoss/dz (B, N), with the math of the
 torch-op path in :mod:`fastff.layers.fff_soft_fused` (which it replaces on the CPU);
 :func:`leaf_forward` and :func:`leaf_backward` fuse the elementwise leaf side of the forward
-(ReLU) and of the backward; :func:`train_forward` and :func:`train_backward` run the whole ReLU
-training step (matrix products included) as one op per direction. CPU
+(ReLU) and of the backward; :func:`train_step` runs the whole ReLU training step (matrix products
+and backward included) as one C++ autograd op. CPU
 float32/float64 only; it runs only when the kernel library is loaded in this process (it is
 part of the ``fused_cpu`` library: :mod:`.cpu_build` builds and loads both; a forward pass never
 builds, and ``FASTFF_FUSED_CPU=0`` disables both).
@@ -106,36 +106,15 @@ def runs_whole_step(x: torch.Tensor, parameters: tuple[torch.Tensor, ...]) -> bo
     )
 
 
-def train_forward(
+def train_step(
     x: torch.Tensor,
     parameters: tuple[torch.Tensor, ...],
     swap: torch.Tensor | None,
     depth: int,
-) -> tuple[torch.Tensor, ...]:
-    """The whole ReLU soft forward of (B, D) inputs and the FFF's parameters (node_weights,
-    node_biases, w1s, b1s, w2s, b2s): (y (B, O), mean node entropy (N,), and what the backward
-    needs: node logits (B, N), mixture (B, L), hidden units (B, H))."""
-    return torch.ops.fastff.fff_soft_train_forward(
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole ReLU soft step of (B, D) inputs as one C++ autograd op: (y (B, O), mean node
+    entropy (N,)), differentiable in x and the FFF's parameters (node_weights, node_biases, w1s,
+    b1s, w2s, b2s); ``swap`` (B, N) bool or None negates those mixture logits."""
+    return torch.ops.fastff.fff_soft_train(
         x, *parameters, None if swap is None else swap.contiguous(), depth
-    )
-
-
-def train_backward(
-    grad_y: torch.Tensor | None,
-    grad_entropy: torch.Tensor | None,
-    x: torch.Tensor,
-    node_weights: torch.Tensor,
-    w1s: torch.Tensor,
-    w2s: torch.Tensor,
-    b2s: torch.Tensor,
-    saved: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    swap: torch.Tensor | None,
-    depth: int,
-    needs: tuple[bool, ...],
-) -> list[torch.Tensor | None]:
-    """Gradients of (x, node_weights, node_biases, w1s, b1s, w2s, b2s) (None where ``needs``, 7
-    bools in that order, is False) from dLoss/dy (B, O) and dLoss/d(mean entropy) (N,) (either
-    None when unused) and ``saved`` = (logits, mixture, hidden) of :func:`train_forward`."""
-    return torch.ops.fastff.fff_soft_train_backward(
-        grad_y, grad_entropy, x, node_weights, w1s, w2s, b2s, *saved, swap, depth, list(needs)
     )

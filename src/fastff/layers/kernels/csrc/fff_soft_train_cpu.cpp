@@ -1,23 +1,20 @@
-// The whole FFF soft (training) step with a ReLU on the CPU: forward and backward as one op each.
+// The whole FFF soft (training) step with a ReLU on the CPU as one autograd op.
 //
 // The same computation as SoftFFFFunction in fastff/layers/fff_soft_fused.py with the routing
-// and leaf kernels of fff_soft_routing_cpu.cpp; here the dozen matrix products and kernel calls
-// per direction run without a Python round trip each (for small layers the step was dominated by
-// per-op overhead).
+// and leaf kernels of fff_soft_routing_cpu.cpp, but the forward, the backward and the autograd
+// node are C++: for small layers the Python path's per-op overhead (a Python autograd function,
+// a dozen torch calls per direction) cost as much as the matrix products.
 //
 // Shapes (B inputs, D in, O out, l leaf width, d depth, L = 2**d leaves, N = L - 1 nodes,
 // H = L * l hidden units): x (B, D); node_weights (N, D); node_biases (N, 1); w1s (L, D, l);
 // b1s (L, l); w2s (L, l, O); b2s (L, O); swap (B, N) bool or None (region leak). All floating
 // tensors on the CPU in one dtype, float32 or float64.
 //
-// torch.ops.fastff.fff_soft_train_forward(x, node_weights, node_biases, w1s, b1s, w2s, b2s, swap,
-//     depth) -> (y (B, O), mean node entropy (N,), logits (B, N), mixture (B, L), hidden (B, H))
-// torch.ops.fastff.fff_soft_train_backward(grad_y, grad_entropy, x, node_weights, w1s, w2s, b2s,
-//     logits, mixture, hidden, swap, depth, needs) -> the gradients of (x, node_weights,
-//     node_biases, w1s, b1s, w2s, b2s), None where needs (7 bools, in that order) is false or no
-//     gradient flows; grad_y (B, O) and grad_entropy (N,) may be None (that output is unused).
+// torch.ops.fastff.fff_soft_train(x, node_weights, node_biases, w1s, b1s, w2s, b2s, swap, depth)
+//     -> (y (B, O), mean node entropy (N,)), differentiable in x and the six parameters.
 
 #include <ATen/ATen.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <array>
@@ -78,6 +75,7 @@ at::Tensor node_logits(const at::Tensor& x, const at::Tensor& node_weights,
   return at::addmm(biases, x, weights.t()).narrow(1, 0, nodes);
 }
 
+// (y, mean node entropy, and for the backward: logits (B, N), mixture (B, L), hidden (B, H)).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fff_soft_train_forward(
     const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& node_biases,
     const at::Tensor& w1s, const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
@@ -91,8 +89,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fff_soft_
   return {y, entropy_mean, logits, mixture, hidden};
 }
 
+// The gradients of (x, node_weights, node_biases, w1s, b1s, w2s, b2s), undefined where needs (in
+// that order) is false or no gradient flows; grad_y (B, O) and grad_entropy (N,) may be
+// undefined (that output is unused).
 std::vector<at::Tensor> fff_soft_train_backward(
-    const c10::optional<at::Tensor>& grad_y, const c10::optional<at::Tensor>& grad_entropy,
+    const at::Tensor& grad_y, const at::Tensor& grad_entropy,
     const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& w1s,
     const at::Tensor& w2s, const at::Tensor& b2s, const at::Tensor& logits,
     const at::Tensor& mixture, const at::Tensor& hidden, const c10::optional<at::Tensor>& swap,
@@ -101,9 +102,9 @@ std::vector<at::Tensor> fff_soft_train_backward(
   enum { X, NODE_W, NODE_B, W1, B1, W2, B2 };
   std::vector<at::Tensor> grads(7);
   c10::optional<at::Tensor> grad_mix;  // dLoss/dm (B, L)
-  const bool has_y = grad_y.has_value() && grad_y->defined();
+  const bool has_y = grad_y.defined();
   if (has_y) {
-    const at::Tensor gy = grad_y->contiguous();
+    const at::Tensor gy = grad_y.contiguous();
     const at::Tensor second = w2s.reshape({s.hidden, s.out});
     at::Tensor grad_pre = at::mm(gy, second.t());  // dLoss/d(weighted), then dLoss/d(pre)
     if (needs[B2]) grads[B2] = at::mm(gy.t(), mixture).t();  // (L, O); (O, B) x (B, L) is faster
@@ -117,10 +118,10 @@ std::vector<at::Tensor> fff_soft_train_backward(
     if (needs[B1]) grads[B1] = grad_pre.sum(0).view({s.leaves, s.leaf_width});
     if (needs[X]) grads[X] = at::mm(grad_pre, first_layer(w1s, s));
   }
-  const bool has_entropy = grad_entropy.has_value() && grad_entropy->defined();
+  const bool has_entropy = grad_entropy.defined();
   if ((has_y || has_entropy) && (needs[X] || needs[NODE_W] || needs[NODE_B])) {
     c10::optional<at::Tensor> ge;
-    if (has_entropy) ge = grad_entropy->to(logits.scalar_type()).contiguous();
+    if (has_entropy) ge = grad_entropy.to(logits.scalar_type()).contiguous();
     const at::Tensor grad_logits =
         fastff_soft::fff_soft_routing_backward(logits, swap, grad_mix, mixture, ge, depth);
     if (needs[NODE_W]) grads[NODE_W] = at::mm(grad_logits.t(), x);
@@ -133,20 +134,59 @@ std::vector<at::Tensor> fff_soft_train_backward(
   return grads;
 }
 
+// Saved for the backward: x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, swap.
+class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
+ public:
+  static torch::autograd::variable_list forward(
+      torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+      const at::Tensor& node_weights, const at::Tensor& node_biases, const at::Tensor& w1s,
+      const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
+      const c10::optional<at::Tensor>& swap, int64_t depth) {
+    auto [y, entropy_mean, logits, mixture, hidden] =
+        fff_soft_train_forward(x, node_weights, node_biases, w1s, b1s, w2s, b2s, swap, depth);
+    ctx->save_for_backward({x, node_weights, w1s, w2s, b2s, logits, mixture, hidden,
+                            swap.has_value() ? *swap : at::Tensor()});
+    ctx->saved_data["depth"] = depth;
+    ctx->set_materialize_grads(false);
+    return {y, entropy_mean};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "fff_soft_train has no double backward (create_graph=True); set the FFF's "
+                "soft_implementation to 'composite' for that");
+    const auto saved = ctx->get_saved_variables();
+    std::array<bool, 7> needs{};
+    for (size_t i = 0; i < needs.size(); ++i) needs[i] = ctx->needs_input_grad(i);
+    c10::optional<at::Tensor> swap;
+    if (saved[8].defined()) swap = saved[8];
+    auto result = fff_soft_train_backward(
+        grads[0], grads[1], saved[0], saved[1], saved[2], saved[3], saved[4], saved[5],
+        saved[6], saved[7], swap, ctx->saved_data["depth"].toInt(), needs);
+    result.emplace_back();  // swap
+    result.emplace_back();  // depth
+    return result;
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> fff_soft_train(
+    const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& node_biases,
+    const at::Tensor& w1s, const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
+    const c10::optional<at::Tensor>& swap, int64_t depth) {
+  auto outputs =
+      SoftTrainStep::apply(x, node_weights, node_biases, w1s, b1s, w2s, b2s, swap, depth);
+  return {outputs[0], outputs[1]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fastff, m) {
   m.def(
-      "fff_soft_train_forward(Tensor x, Tensor node_weights, Tensor node_biases, Tensor w1s, "
-      "Tensor b1s, Tensor w2s, Tensor b2s, Tensor? swap, int depth) "
-      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def(
-      "fff_soft_train_backward(Tensor? grad_y, Tensor? grad_entropy, Tensor x, "
-      "Tensor node_weights, Tensor w1s, Tensor w2s, Tensor b2s, Tensor logits, Tensor mixture, "
-      "Tensor hidden, Tensor? swap, int depth, bool[7] needs) -> Tensor[]");
+      "fff_soft_train(Tensor x, Tensor node_weights, Tensor node_biases, Tensor w1s, "
+      "Tensor b1s, Tensor w2s, Tensor b2s, Tensor? swap, int depth) -> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(fastff, CPU, m) {
-  m.impl("fff_soft_train_forward", &fff_soft_train_forward);
-  m.impl("fff_soft_train_backward", &fff_soft_train_backward);
-}
+// Autograd (every backend key's autograd) runs the C++ autograd function; its forward checks
+// that the tensors are CPU float32/float64 and calls no other op through this one.
+TORCH_LIBRARY_IMPL(fastff, Autograd, m) { m.impl("fff_soft_train", &fff_soft_train); }
