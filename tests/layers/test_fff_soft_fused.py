@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from fastff.layers import FFF
-from fastff.layers.fff_soft_fused import fusable, soft_fff
+from fastff.layers.fff_soft_fused import SoftFFFFunction, fusable, soft_fff
 
 IN, OUT = 9, 4
 
@@ -99,8 +99,8 @@ def test_fused_function_passes_gradcheck(activation, with_swap):
         b1s.requires_grad_(True), parameter(leaves, leaf, OUT), parameter(leaves, OUT),
     )  # fmt: skip
 
-    def function(*tensors):
-        return soft_fff(*tensors, act, swap)
+    def function(*tensors):  # the torch-op function, with the per-node entropies' gradients
+        return SoftFFFFunction.apply(*tensors, act, swap, False)
 
     assert torch.autograd.gradcheck(function, inputs, eps=1e-6, atol=1e-5)
 

@@ -222,9 +222,12 @@ def test_low_precision_layers_route_in_float32_with_the_kernel(kernel_calls):
     _assert_same_step(with_kernel, _step(fff, x, "fused_torch"), rtol=0.02, atol=0.02)
 
 
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
 @pytest.mark.parametrize("with_swap", [False, True])
-def test_kernel_path_passes_gradcheck(kernel_calls, with_swap):
-    """Finite differences through the whole fused function with the kernel routing."""
+def test_kernel_path_passes_gradcheck(kernel_calls, with_swap, activation):
+    """Finite differences through the kernel paths: the whole ReLU step (y and the hardening
+    loss) and, for GELU, the fused function with the kernel routing (y and every node's
+    entropy)."""
     torch.manual_seed(1)
     depth, leaf, n = 4, 2, 7
     nodes, leaves = 2**depth - 1, 2**depth
@@ -240,11 +243,14 @@ def test_kernel_path_passes_gradcheck(kernel_calls, with_swap):
         b1s.requires_grad_(True), parameter(leaves, leaf, OUT), parameter(leaves, OUT),
     )  # fmt: skip
 
-    def function(*tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return fused.soft_fff(*tensors, nn.ReLU(), swap, routing_kernel=True)
+    def function(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if activation == "relu":
+            return fused.soft_fff(*tensors, nn.ReLU(), swap, routing_kernel=True, aux_scale=0.7)
+        return fused.SoftFFFFunction.apply(*tensors, nn.GELU(), swap, True)
 
     assert torch.autograd.gradcheck(function, inputs, eps=1e-6, atol=1e-5)
-    assert kernel_calls.by_name["train_step"] > 0
+    entry_point = "train_step" if activation == "relu" else "backward"
+    assert kernel_calls.by_name[entry_point] > 0
 
 
 def _uses_kernel(fff: FFF, x: torch.Tensor, calls: dict[str, int]) -> bool:

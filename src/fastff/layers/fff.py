@@ -259,13 +259,17 @@ class FFF(nn.Module):
             swap = region_leak_swaps(
                 x2d.shape[0], self.n_nodes, self.region_leak, routing_dtype(x2d.dtype), x2d.device
             )
-        y, entropy = soft_fff(
+        # the hardening term: hardening * mean (or sum * B) of the mean node entropies
+        aux_scale = self.hardening * (
+            1.0 / self.n_nodes if self.hardening_reduction == "mean" else len(x2d)
+        )
+        y, aux, entropy = soft_fff(
             x2d, node_weights, node_biases, self.w1s, self.b1s, self.w2s, self.b2s,
-            self.activation, swap, self.soft_implementation == "fused",
+            self.activation, swap, self.soft_implementation == "fused", aux_scale,
         )  # fmt: skip
-        self._node_entropy = entropy.detach()
-        term = entropy.mean() if self.hardening_reduction == "mean" else entropy.sum() * len(x2d)
-        self._aux_loss = self.hardening * term
+        # plain attributes: skip nn.Module.__setattr__'s parameter and submodule checks
+        self.__dict__["_node_entropy"] = entropy
+        self.__dict__["_aux_loss"] = aux
         return y
 
     def _composite_soft_forward(self, x2d: torch.Tensor) -> torch.Tensor:

@@ -270,9 +270,11 @@ def soft_fff(
     activation: nn.Module,
     swap: torch.Tensor | None = None,
     routing_kernel: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The FFF soft forward of (B, D) inputs: (y (B, O), mean node entropy (N,) in the routing
-    dtype, at least float32).
+    aux_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The FFF soft forward of (B, D) inputs: (y (B, O), aux (), mean node entropy (N,)), the
+    last two in the routing dtype (at least float32). aux = ``aux_scale`` * the sum of the mean
+    node entropies is the differentiable hardening loss; the returned entropies are detached.
 
     Parameters in the FFF's shapes: node_weights (N, D), node_biases (N, 1), w1s (L, D, l),
     b1s (L, l), w2s (L, l, O), b2s (L, O); depth = log2(L) >= 1. ``activation`` acts elementwise
@@ -291,8 +293,10 @@ def soft_fff(
         and cpu_soft_routing.usable(x)
         and cpu_soft_routing.runs_whole_step(x, parameters)
     ):
-        return cpu_soft_routing.train_step(x, parameters, swap, w1s.shape[0].bit_length() - 1)
-    return SoftFFFFunction.apply(x, *parameters, activation, swap, routing_kernel)
+        depth = w1s.shape[0].bit_length() - 1
+        return cpu_soft_routing.train_step(x, parameters, swap, aux_scale, depth)
+    y, entropy = SoftFFFFunction.apply(x, *parameters, activation, swap, routing_kernel)
+    return y, entropy.sum() * aux_scale, entropy.detach()
 
 
 def fusable(activation: nn.Module, dropout_active: bool, depth: int) -> bool:

@@ -110,11 +110,14 @@ def train_step(
     x: torch.Tensor,
     parameters: tuple[torch.Tensor, ...],
     swap: torch.Tensor | None,
+    aux_scale: float,
     depth: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole ReLU soft step of (B, D) inputs as one C++ autograd op: (y (B, O), mean node
-    entropy (N,)), differentiable in x and the FFF's parameters (node_weights, node_biases, w1s,
-    b1s, w2s, b2s); ``swap`` (B, N) bool or None negates those mixture logits."""
-    return torch.ops.fastff.fff_soft_train(
-        x, *parameters, None if swap is None else swap.contiguous(), depth
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The whole ReLU soft step of (B, D) inputs as one C++ autograd op: (y (B, O), aux (),
+    mean node entropy (N,)). y and the hardening loss aux = ``aux_scale`` * the sum of the mean
+    node entropies are differentiable in x and the FFF's parameters (node_weights, node_biases,
+    w1s, b1s, w2s, b2s); the entropies are not. ``swap`` (B, N) bool or None negates those
+    mixture logits."""
+    return torch.ops.fastff.fff_soft_train.default(
+        x, *parameters, None if swap is None else swap.contiguous(), aux_scale, depth
     )

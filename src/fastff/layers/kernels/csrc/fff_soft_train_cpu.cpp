@@ -10,8 +10,10 @@
 // b1s (L, l); w2s (L, l, O); b2s (L, O); swap (B, N) bool or None (region leak). All floating
 // tensors on the CPU in one dtype, float32 or float64.
 //
-// torch.ops.fastff.fff_soft_train(x, node_weights, node_biases, w1s, b1s, w2s, b2s, swap, depth)
-//     -> (y (B, O), mean node entropy (N,)), differentiable in x and the six parameters.
+// torch.ops.fastff.fff_soft_train(x, node_weights, node_biases, w1s, b1s, w2s, b2s, swap,
+//     aux_scale, depth) -> (y (B, O), aux (), mean node entropy (N,)): y and the hardening loss
+//     aux = aux_scale * sum of the mean node entropies are differentiable in x and the six
+//     parameters; the entropies (for logging) are not.
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
@@ -141,14 +143,17 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
       torch::autograd::AutogradContext* ctx, const at::Tensor& x,
       const at::Tensor& node_weights, const at::Tensor& node_biases, const at::Tensor& w1s,
       const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
-      const c10::optional<at::Tensor>& swap, int64_t depth) {
+      const c10::optional<at::Tensor>& swap, double aux_scale, int64_t depth) {
     auto [y, entropy_mean, logits, mixture, hidden] =
         fff_soft_train_forward(x, node_weights, node_biases, w1s, b1s, w2s, b2s, swap, depth);
+    at::Tensor aux = entropy_mean.sum().mul_(aux_scale);
     ctx->save_for_backward({x, node_weights, w1s, w2s, b2s, logits, mixture, hidden,
                             swap.has_value() ? *swap : at::Tensor()});
     ctx->saved_data["depth"] = depth;
+    ctx->saved_data["aux_scale"] = aux_scale;
+    ctx->mark_non_differentiable({entropy_mean});
     ctx->set_materialize_grads(false);
-    return {y, entropy_mean};
+    return {y, aux, entropy_mean};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -161,22 +166,27 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
     for (size_t i = 0; i < needs.size(); ++i) needs[i] = ctx->needs_input_grad(i);
     c10::optional<at::Tensor> swap;
     if (saved[8].defined()) swap = saved[8];
+    // dLoss/d(mean entropy) (N,) = dLoss/daux * aux_scale; none when the loss ignores aux
+    const double aux_scale = ctx->saved_data["aux_scale"].toDouble();
+    at::Tensor grad_entropy;
+    if (grads[1].defined() && aux_scale != 0.0) {
+      grad_entropy = (grads[1] * aux_scale).expand({saved[1].size(0)});
+    }
     auto result = fff_soft_train_backward(
-        grads[0], grads[1], saved[0], saved[1], saved[2], saved[3], saved[4], saved[5],
+        grads[0], grad_entropy, saved[0], saved[1], saved[2], saved[3], saved[4], saved[5],
         saved[6], saved[7], swap, ctx->saved_data["depth"].toInt(), needs);
-    result.emplace_back();  // swap
-    result.emplace_back();  // depth
+    result.resize(10);  // swap, aux_scale and depth get none
     return result;
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> fff_soft_train(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fff_soft_train(
     const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& node_biases,
     const at::Tensor& w1s, const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
-    const c10::optional<at::Tensor>& swap, int64_t depth) {
-  auto outputs =
-      SoftTrainStep::apply(x, node_weights, node_biases, w1s, b1s, w2s, b2s, swap, depth);
-  return {outputs[0], outputs[1]};
+    const c10::optional<at::Tensor>& swap, double aux_scale, int64_t depth) {
+  auto outputs = SoftTrainStep::apply(x, node_weights, node_biases, w1s, b1s, w2s, b2s, swap,
+                                      aux_scale, depth);
+  return {outputs[0], outputs[1], outputs[2]};
 }
 
 }  // namespace
@@ -184,7 +194,8 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_train(
 TORCH_LIBRARY_FRAGMENT(fastff, m) {
   m.def(
       "fff_soft_train(Tensor x, Tensor node_weights, Tensor node_biases, Tensor w1s, "
-      "Tensor b1s, Tensor w2s, Tensor b2s, Tensor? swap, int depth) -> (Tensor, Tensor)");
+      "Tensor b1s, Tensor w2s, Tensor b2s, Tensor? swap, float aux_scale, int depth) "
+      "-> (Tensor, Tensor, Tensor)");
 }
 
 // Autograd (every backend key's autograd) runs the C++ autograd function; its forward checks
