@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from fastff.layers import FFF
-from fastff.layers.fff_soft_fused import SoftFFFFunction, fusable, soft_fff
+from fastff.layers.fff_soft_fused import SoftFFFFunction, fusable
 
 IN, OUT = 9, 4
 
