@@ -44,3 +44,37 @@ def test_row_major_w1s_gives_the_same_outputs(request, strategy):
             module.hard_strategy = strategy
             torch.testing.assert_close(module(x), expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(row_major.train()(x), layer.train()(x))
+
+
+def test_node_and_leaf_weights_share_one_matrix_through_conversions_and_copies():
+    """node_weights and w1s are views of one (P + H, D) matrix (the fused step's single first
+    product) after construction, .double(), deepcopy and load_state_dict; after
+    load_state_dict(assign=True) they are not, and the step still matches the composite path."""
+    import copy
+
+    torch.manual_seed(0)
+    fff = FFF(6, 3, 2, 3, hardening=1.0)
+    matrix = fff.packed_first_layer
+    assert matrix is not None and matrix.shape == (16 + 16, 6)
+    torch.testing.assert_close(matrix[:7], fff.node_weights.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(
+        matrix[16:], fff.w1s.detach().transpose(1, 2).reshape(16, 6), rtol=0, atol=0
+    )
+    assert torch.count_nonzero(matrix[7:16]) == 0
+    for copied in (fff.double(), copy.deepcopy(fff)):
+        assert copied.packed_first_layer is not None
+    other = FFF(6, 3, 2, 3, hardening=1.0).double()
+    other.load_state_dict(fff.state_dict())
+    assert other.packed_first_layer is not None
+    other.load_state_dict(fff.state_dict(), assign=True)
+    assert other.packed_first_layer is None
+    x = torch.randn(9, 6, dtype=torch.float64)
+    steps = []
+    for implementation in ("fused", "composite"):
+        other.soft_implementation = implementation
+        other.zero_grad(set_to_none=True)
+        y = other.train()(x)
+        (y.sum() + other.aux_loss).backward()
+        steps.append([y.detach()] + [p.grad.clone() for p in other.parameters()])
+    for left, right in zip(*steps, strict=True):
+        torch.testing.assert_close(left, right, rtol=1e-10, atol=1e-12)

@@ -336,3 +336,19 @@ def test_whole_step_refuses_double_backward_clearly(fused_kernel):
     fff.soft_implementation = "composite"
     (grad,) = torch.autograd.grad(fff(x).sum() + fff.aux_loss, x, create_graph=True)
     assert grad.requires_grad
+
+
+def test_whole_step_runs_under_inference_mode(kernel_calls):
+    """The soft eval path (eval_path="soft") under torch.inference_mode, where the op's autograd
+    kernel is skipped, gives the composite path's output."""
+    torch.manual_seed(5)
+    fff = FFF(IN, OUT, 2, 4, hardening=1.0).double().eval()
+    fff.eval_path = "soft"
+    x = torch.randn(11, IN, dtype=torch.float64)
+    with torch.inference_mode():
+        fused_y = fff(x)
+    assert kernel_calls.by_name == {"train_step": 1}
+    fff.soft_implementation = "composite"
+    with torch.inference_mode():
+        composite_y = fff(x)
+    torch.testing.assert_close(fused_y, composite_y, rtol=1e-10, atol=1e-12)

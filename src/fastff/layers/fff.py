@@ -137,6 +137,7 @@ class FFF(nn.Module):
         if frozen_tree:
             self.node_weights.requires_grad_(False)
             self.node_biases.requires_grad_(False)
+        self._pack_first_layer()
 
         self._aux_loss: torch.Tensor | None = None
         self._node_entropy: torch.Tensor | None = None
@@ -174,6 +175,62 @@ class FFF(nn.Module):
     def inference_size(self) -> int:
         """Neurons on one root-to-leaf path: d + l."""
         return self.depth + self.leaf_width
+
+    # ------------------------------------------------------------------ first-layer storage
+    def _pack_first_layer(self) -> None:
+        """Store node_weights and w1s as views of one (P + H, D) matrix: the N node rows, zero
+        rows up to P (N rounded up to a multiple of 16) and the H leaf neurons (w1s's
+        neuron-major (L*l, D) view). The fused soft step on the CPU then computes node logits
+        and hidden units with one matrix product, and their weight gradients with another.
+        Values, shapes and strides are unchanged; the parameters stay the same objects."""
+        if self.depth == 0:
+            self.__dict__["_first_layer"] = None
+            return
+        nodes, hidden, features = self.n_nodes, self.training_width, self.in_features
+        padded = -(-nodes // 16) * 16
+        weights = self.node_weights
+        matrix = torch.zeros(padded + hidden, features, device=weights.device, dtype=weights.dtype)
+        with torch.no_grad():
+            matrix[:nodes].copy_(weights)
+            matrix[padded:].copy_(self.w1s.transpose(1, 2).reshape(hidden, features))
+        self.node_weights.data = matrix[:nodes]
+        leaves = matrix[padded:].view(self.n_leaves, self.leaf_width, features)
+        self.w1s.data = leaves.transpose(1, 2)
+        self.__dict__["_first_layer"] = matrix
+
+    @property
+    def packed_first_layer(self) -> torch.Tensor | None:
+        """The (P + H, D) matrix node_weights and w1s are views of (node rows, zero rows up to
+        P = N rounded up to 16, leaf neurons; see :meth:`_pack_first_layer`), or None where they
+        no longer live in it (e.g. after ``load_state_dict(assign=True)`` or a parametrization; also
+        while torch.compile traces, which runs the torch-op path)."""
+        matrix = self.__dict__.get("_first_layer")
+        if matrix is None or torch.compiler.is_compiling():
+            return None
+        padded = matrix.shape[0] - self.training_width
+        features = self.in_features
+        packed = (
+            self.node_weights.data_ptr() == matrix.data_ptr()
+            and self.node_weights.stride() == (features, 1)
+            and self.w1s.data_ptr() == matrix[padded].data_ptr()
+            and self.w1s.stride() == (self.leaf_width * features, 1, features)
+            and self.w1s.dtype == matrix.dtype
+            and self.node_weights.dtype == matrix.dtype
+        )
+        return matrix if packed else None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # unpickling and copy.deepcopy rebuild each parameter on its own storage
+        super().__setstate__(state)
+        if self.packed_first_layer is None:
+            self._pack_first_layer()
+
+    def _apply(self, fn: Any, recurse: bool = True) -> FFF:
+        # .to(), .double(), .cuda() ... give the parameters new storage: pack them again
+        module = super()._apply(fn, recurse)
+        if self.packed_first_layer is None:
+            self._pack_first_layer()
+        return module
 
     # ----------------------------------------------------------------------------- regulariser
     @property
@@ -266,6 +323,7 @@ class FFF(nn.Module):
         y, aux, entropy = soft_fff(
             x2d, node_weights, node_biases, self.w1s, self.b1s, self.w2s, self.b2s,
             self.activation, swap, self.soft_implementation == "fused", aux_scale,
+            self.packed_first_layer,
         )  # fmt: skip
         # plain attributes: skip nn.Module.__setattr__'s parameter and submodule checks
         self.__dict__["_node_entropy"] = entropy

@@ -332,20 +332,23 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
 // The leaf side of the forward for a ReLU activation, one pass over each row: the
 // pre-activations (B, H) become the hidden units relu(pre) in place, and the weighted hidden
 // units (B, H) = relu(pre) * m of each unit's leaf (mixture m (B, L), unit k of leaf j at
-// j * l + k) are returned.
+// j * l + k) are returned. pre's rows may be strided (a view into a wider product); the result
+// is contiguous.
 at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t leaf_width) {
   TORCH_CHECK(pre.device().is_cpu() && mix.device().is_cpu(),
               "fff_soft_leaf_forward: tensors must be on the CPU");
   TORCH_CHECK(pre.scalar_type() == at::kFloat || pre.scalar_type() == at::kDouble,
               "fff_soft_leaf_forward: pre must be float32 or float64");
   TORCH_CHECK(leaf_width >= 1 && pre.dim() == 2 && pre.size(1) % leaf_width == 0 &&
-                  pre.is_contiguous(),
-              "fff_soft_leaf_forward: pre must be a contiguous (B, L * leaf_width) tensor");
+                  pre.stride(1) == 1 && pre.stride(0) >= pre.size(1),
+              "fff_soft_leaf_forward: pre must be a (B, L * leaf_width) tensor with contiguous "
+              "rows");
   const int64_t batch = pre.size(0), width = pre.size(1), leaves = width / leaf_width;
+  const int64_t pre_stride = pre.stride(0);
   TORCH_CHECK(mix.scalar_type() == pre.scalar_type() && mix.is_contiguous() && mix.dim() == 2 &&
                   mix.size(0) == batch && mix.size(1) == leaves,
               "fff_soft_leaf_forward: mix must be a contiguous (B, L) tensor in pre's dtype");
-  at::Tensor weighted = at::empty_like(pre);
+  at::Tensor weighted = at::empty({batch, width}, pre.options());
   AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "fff_soft_leaf_forward", [&] {
     using T = scalar_t;
     T* hp = pre.data_ptr<T>();
@@ -355,7 +358,7 @@ at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t 
     at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
       std::vector<T> spread(width);
       for (int64_t row = begin; row < end; ++row) {
-        T* h = hp + row * width;
+        T* h = hp + row * pre_stride;
         const T* m = mp + row * leaves;
         T* w = wp + row * width;
         for (int64_t j = 0; j < leaves; ++j) {
@@ -378,7 +381,8 @@ at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t 
 // (B, H) and the mixture m (B, L) (H = L * l, unit k of leaf j at j * l + k), writes
 // work = h * m (B, H) (for dLoss/dw2s) and products (B, L) = sum over each leaf's units of g * h
 // (dLoss/dm without the b2s term), and overwrites g with dLoss/dh = g * m, or with
-// dLoss/d(pre-activation) = g * m where h > 0, else 0, when the activation is ReLU.
+// dLoss/d(pre-activation) = g * m where h > 0, else 0, when the activation is ReLU. g's and h's
+// rows may be strided (views into wider tensors); work and products are contiguous.
 std::tuple<at::Tensor, at::Tensor> fff_soft_leaf_backward(at::Tensor grad_weighted,
                                                           const at::Tensor& hidden,
                                                           const at::Tensor& mix,
@@ -392,15 +396,20 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_leaf_backward(at::Tensor grad_weight
               "fff_soft_leaf_backward: hidden must be (B, L * leaf_width)");
   const int64_t batch = hidden.size(0), width = hidden.size(1), leaves = width / leaf_width;
   for (const at::Tensor* t : {static_cast<const at::Tensor*>(&grad_weighted), &mix}) {
-    TORCH_CHECK(t->scalar_type() == hidden.scalar_type() && t->is_contiguous() &&
-                    t->dim() == 2 && t->size(0) == batch,
-                "fff_soft_leaf_backward: grad_weighted and mix must be contiguous 2-d tensors "
-                "in hidden's dtype and batch");
+    TORCH_CHECK(t->scalar_type() == hidden.scalar_type() && t->dim() == 2 &&
+                    t->size(0) == batch,
+                "fff_soft_leaf_backward: grad_weighted and mix must be 2-d tensors in hidden's "
+                "dtype and batch");
   }
-  TORCH_CHECK(hidden.is_contiguous() && grad_weighted.size(1) == width &&
-                  mix.size(1) == leaves,
-              "fff_soft_leaf_backward: grad_weighted (B, H), hidden (B, H) contiguous, mix (B, L)");
-  at::Tensor work = at::empty_like(hidden);
+  TORCH_CHECK(grad_weighted.size(1) == width && mix.size(1) == leaves && mix.is_contiguous(),
+              "fff_soft_leaf_backward: grad_weighted (B, H), hidden (B, H), mix (B, L) "
+              "contiguous");
+  for (const at::Tensor* t : {static_cast<const at::Tensor*>(&grad_weighted), &hidden}) {
+    TORCH_CHECK(t->stride(1) == 1 && t->stride(0) >= width,
+                "fff_soft_leaf_backward: grad_weighted and hidden must have contiguous rows");
+  }
+  const int64_t grad_stride = grad_weighted.stride(0), hidden_stride = hidden.stride(0);
+  at::Tensor work = at::empty({batch, width}, hidden.options());
   at::Tensor products = at::empty({batch, leaves}, hidden.options());
   AT_DISPATCH_FLOATING_TYPES(hidden.scalar_type(), "fff_soft_leaf_backward", [&] {
     using T = scalar_t;
@@ -413,8 +422,8 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_leaf_backward(at::Tensor grad_weight
     at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
       std::vector<T> spread(width), product(width);
       for (int64_t row = begin; row < end; ++row) {
-        T* g = gp + row * width;
-        const T* h = hp + row * width;
+        T* g = gp + row * grad_stride;
+        const T* h = hp + row * hidden_stride;
         const T* m = mp + row * leaves;
         T* w = wp + row * width;
         if (leaf_width == 1) {

@@ -10,10 +10,11 @@
 // b1s (L, l); w2s (L, l, O); b2s (L, O); swap (B, N) bool or None (region leak). All floating
 // tensors on the CPU in one dtype, float32 or float64.
 //
-// torch.ops.fastff.fff_soft_train(x, node_weights, node_biases, w1s, b1s, w2s, b2s, swap,
-//     aux_scale, depth) -> (y (B, O), aux (), mean node entropy (N,)): y and the hardening loss
-//     aux = aux_scale * sum of the mean node entropies are differentiable in x and the six
-//     parameters; the entropies (for logging) are not.
+// torch.ops.fastff.fff_soft_train(x, node_weights, node_biases, w1s, b1s, w2s, b2s, first_layer,
+//     swap, aux_scale, depth) -> (y (B, O), aux (), mean node entropy (N,)); first_layer: the
+//     (P + H, D) matrix node_weights and w1s are views of (see check_packed), or None; y and the
+//     hardening loss aux = aux_scale * sum of the mean node entropies are differentiable in x
+//     and the six parameters; the entropies (for logging) are not.
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
@@ -77,15 +78,51 @@ at::Tensor node_logits(const at::Tensor& x, const at::Tensor& node_weights,
   return at::addmm(biases, x, weights.t()).narrow(1, 0, nodes);
 }
 
+// The FFF's first layer as one matrix (see FFF._pack_first_layer): packed (P + H, D) holds the
+// node weights in rows [0, N), zeros up to P (N rounded up to a multiple of 16) and the leaf
+// neurons (the (H, D) view of w1s) in rows [P, P + H); node_weights and w1s are views of it.
+// Then node logits and hidden units are one matrix product, and so are their weight gradients
+// (and x's): at small widths a separate (B, N) product cost as much as a quarter of the step.
+int64_t check_packed(const at::Tensor& packed, const at::Tensor& node_weights,
+                     const at::Tensor& w1s, const Sizes& s) {
+  TORCH_CHECK(packed.dim() == 2 && packed.size(1) == s.in &&
+                  packed.size(0) >= s.nodes + s.hidden && packed.is_contiguous() &&
+                  packed.scalar_type() == node_weights.scalar_type(),
+              "fff_soft_train: first_layer must be a contiguous (P + H, D) tensor");
+  const int64_t padded = packed.size(0) - s.hidden;
+  const char* base = static_cast<const char*>(packed.data_ptr());
+  const int64_t row_bytes = s.in * static_cast<int64_t>(packed.element_size());
+  TORCH_CHECK(node_weights.data_ptr() == base && node_weights.stride(0) == s.in &&
+                  node_weights.stride(1) == 1 &&
+                  w1s.data_ptr() == base + padded * row_bytes &&
+                  w1s.stride(0) == s.leaf_width * s.in && w1s.stride(1) == 1 &&
+                  w1s.stride(2) == s.in,
+              "fff_soft_train: node_weights and w1s must be views of first_layer");
+  return padded;
+}
+
 // (y, mean node entropy, and for the backward: logits (B, N), mixture (B, L), hidden (B, H)).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fff_soft_train_forward(
     const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& node_biases,
     const at::Tensor& w1s, const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
-    const c10::optional<at::Tensor>& swap, int64_t depth) {
+    const at::Tensor& packed, const c10::optional<at::Tensor>& swap, int64_t depth) {
   const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
-  at::Tensor logits = node_logits(x, node_weights, node_biases, swap.has_value() && swap->defined());
+  const bool has_swap = swap.has_value() && swap->defined();
+  at::Tensor logits, hidden;
+  if (packed.defined()) {
+    const int64_t padded = check_packed(packed, node_weights, w1s, s);
+    const at::Tensor bias = at::cat({node_biases.reshape({-1}),
+                                     at::zeros({padded - s.nodes}, x.options()),
+                                     b1s.reshape({-1})});
+    const at::Tensor out = at::addmm(bias, x, packed.t());  // (B, P + H)
+    logits = out.narrow(1, 0, s.nodes);
+    if (has_swap) logits = logits.contiguous();  // the routing reads swaps contiguously
+    hidden = out.narrow(1, padded, s.hidden);
+  } else {
+    logits = node_logits(x, node_weights, node_biases, has_swap);
+    hidden = at::addmm(b1s.reshape({-1}), x, first_layer(w1s, s).t());  // (B, H)
+  }
   auto [mixture, entropy_mean] = fastff_soft::fff_soft_routing_forward(logits, swap, depth);
-  at::Tensor hidden = at::addmm(b1s.reshape({-1}), x, first_layer(w1s, s).t());  // (B, H)
   at::Tensor weighted = fastff_soft::fff_soft_leaf_forward(hidden, mixture, s.leaf_width);
   at::Tensor y = at::mm(mixture, b2s).addmm_(weighted, w2s.reshape({s.hidden, s.out}));
   return {y, entropy_mean, logits, mixture, hidden};
@@ -93,42 +130,71 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fff_soft_
 
 // The gradients of (x, node_weights, node_biases, w1s, b1s, w2s, b2s), undefined where needs (in
 // that order) is false or no gradient flows; grad_y (B, O) and grad_entropy (N,) may be
-// undefined (that output is unused).
+// undefined (that output is unused); packed as in the forward, or undefined.
 std::vector<at::Tensor> fff_soft_train_backward(
     const at::Tensor& grad_y, const at::Tensor& grad_entropy,
     const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& w1s,
     const at::Tensor& w2s, const at::Tensor& b2s, const at::Tensor& logits,
-    const at::Tensor& mixture, const at::Tensor& hidden, const c10::optional<at::Tensor>& swap,
-    int64_t depth, std::array<bool, 7> needs) {
+    const at::Tensor& mixture, const at::Tensor& hidden, const at::Tensor& packed,
+    const c10::optional<at::Tensor>& swap, int64_t depth, std::array<bool, 7> needs) {
   const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
   enum { X, NODE_W, NODE_B, W1, B1, W2, B2 };
   std::vector<at::Tensor> grads(7);
+  const bool has_y = grad_y.defined(), has_entropy = grad_entropy.defined();
+  const bool routes = (has_y || has_entropy) && (needs[X] || needs[NODE_W] || needs[NODE_B]);
+  // with packed: [dLoss/dlogits, 0, dLoss/dpre] (B, P + H), the left operand of one product
+  const bool merged = packed.defined() && has_y && routes;
+  const int64_t padded = packed.defined() ? check_packed(packed, node_weights, w1s, s) : 0;
+  at::Tensor merged_grads;
+  at::Tensor grad_pre;  // dLoss/d(weighted), then dLoss/d(pre-activation) (B, H)
   c10::optional<at::Tensor> grad_mix;  // dLoss/dm (B, L)
-  const bool has_y = grad_y.defined();
   if (has_y) {
     const at::Tensor gy = grad_y.contiguous();
     const at::Tensor second = w2s.reshape({s.hidden, s.out});
-    at::Tensor grad_pre = at::mm(gy, second.t());  // dLoss/d(weighted), then dLoss/d(pre)
+    if (merged) {
+      merged_grads = at::empty({s.batch, padded + s.hidden}, x.options());
+      grad_pre = merged_grads.narrow(1, padded, s.hidden);
+      at::mm_out(grad_pre, gy, second.t());
+    } else {
+      grad_pre = at::mm(gy, second.t());
+    }
     if (needs[B2]) grads[B2] = at::mm(gy.t(), mixture).t();  // (L, O); (O, B) x (B, L) is faster
     auto [work, products] =
         fastff_soft::fff_soft_leaf_backward(grad_pre, hidden, mixture, s.leaf_width, true);
     if (needs[W2]) grads[W2] = at::mm(gy.t(), work).t().view({s.leaves, s.leaf_width, s.out});
     grad_mix = products.addmm_(gy, b2s.t());
-    if (needs[W1]) {
-      grads[W1] = at::mm(grad_pre.t(), x).view({s.leaves, s.leaf_width, s.in}).transpose(1, 2);
-    }
     if (needs[B1]) grads[B1] = grad_pre.sum(0).view({s.leaves, s.leaf_width});
-    if (needs[X]) grads[X] = at::mm(grad_pre, first_layer(w1s, s));
   }
-  const bool has_entropy = grad_entropy.defined();
-  if ((has_y || has_entropy) && (needs[X] || needs[NODE_W] || needs[NODE_B])) {
+  at::Tensor grad_logits;  // (B, N)
+  if (routes) {
     c10::optional<at::Tensor> ge;
     if (has_entropy) ge = grad_entropy.to(logits.scalar_type()).contiguous();
-    const at::Tensor grad_logits =
-        fastff_soft::fff_soft_routing_backward(logits, swap, grad_mix, mixture, ge, depth);
-    if (needs[NODE_W]) grads[NODE_W] = at::mm(grad_logits.t(), x);
+    grad_logits = fastff_soft::fff_soft_routing_backward(logits, swap, grad_mix, mixture, ge, depth);
     if (needs[NODE_B]) grads[NODE_B] = grad_logits.sum(0).unsqueeze(1);
-    if (needs[X]) {
+  }
+  const auto leaf_gradient = [&](const at::Tensor& first_grads) {  // (H, D) -> w1s's (L, D, l)
+    return first_grads.view({s.leaves, s.leaf_width, s.in}).transpose(1, 2);
+  };
+  if (merged) {
+    merged_grads.narrow(1, 0, s.nodes).copy_(grad_logits);
+    merged_grads.narrow(1, s.nodes, padded - s.nodes).zero_();
+    if (needs[NODE_W] && needs[W1]) {
+      const at::Tensor both = at::mm(merged_grads.t(), x);  // (P + H, D)
+      grads[NODE_W] = both.narrow(0, 0, s.nodes);
+      grads[W1] = leaf_gradient(both.narrow(0, padded, s.hidden));
+    } else if (needs[NODE_W]) {
+      grads[NODE_W] = at::mm(grad_logits.t(), x);
+    } else if (needs[W1]) {
+      grads[W1] = leaf_gradient(at::mm(grad_pre.t(), x));
+    }
+    if (needs[X]) grads[X] = at::mm(merged_grads, packed);
+    return grads;
+  }
+  if (has_y && needs[W1]) grads[W1] = leaf_gradient(at::mm(grad_pre.t(), x));
+  if (routes && needs[NODE_W]) grads[NODE_W] = at::mm(grad_logits.t(), x);
+  if (needs[X]) {
+    if (has_y) grads[X] = at::mm(grad_pre, first_layer(w1s, s));
+    if (routes) {
       grads[X] = grads[X].defined() ? grads[X].addmm_(grad_logits, node_weights)
                                     : at::mm(grad_logits, node_weights);
     }
@@ -136,18 +202,20 @@ std::vector<at::Tensor> fff_soft_train_backward(
   return grads;
 }
 
-// Saved for the backward: x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, swap.
+// Saved for the backward: x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, packed, swap.
 class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
  public:
   static torch::autograd::variable_list forward(
       torch::autograd::AutogradContext* ctx, const at::Tensor& x,
       const at::Tensor& node_weights, const at::Tensor& node_biases, const at::Tensor& w1s,
       const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
-      const c10::optional<at::Tensor>& swap, double aux_scale, int64_t depth) {
-    auto [y, entropy_mean, logits, mixture, hidden] =
-        fff_soft_train_forward(x, node_weights, node_biases, w1s, b1s, w2s, b2s, swap, depth);
+      const c10::optional<at::Tensor>& first_layer, const c10::optional<at::Tensor>& swap,
+      double aux_scale, int64_t depth) {
+    const at::Tensor packed = first_layer.has_value() ? *first_layer : at::Tensor();
+    auto [y, entropy_mean, logits, mixture, hidden] = fff_soft_train_forward(
+        x, node_weights, node_biases, w1s, b1s, w2s, b2s, packed, swap, depth);
     at::Tensor aux = entropy_mean.sum().mul_(aux_scale);
-    ctx->save_for_backward({x, node_weights, w1s, w2s, b2s, logits, mixture, hidden,
+    ctx->save_for_backward({x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, packed,
                             swap.has_value() ? *swap : at::Tensor()});
     ctx->saved_data["depth"] = depth;
     ctx->saved_data["aux_scale"] = aux_scale;
@@ -165,7 +233,7 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
     std::array<bool, 7> needs{};
     for (size_t i = 0; i < needs.size(); ++i) needs[i] = ctx->needs_input_grad(i);
     c10::optional<at::Tensor> swap;
-    if (saved[8].defined()) swap = saved[8];
+    if (saved[9].defined()) swap = saved[9];
     // dLoss/d(mean entropy) (N,) = dLoss/daux * aux_scale; none when the loss ignores aux
     const double aux_scale = ctx->saved_data["aux_scale"].toDouble();
     at::Tensor grad_entropy;
@@ -174,8 +242,8 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
     }
     auto result = fff_soft_train_backward(
         grads[0], grad_entropy, saved[0], saved[1], saved[2], saved[3], saved[4], saved[5],
-        saved[6], saved[7], swap, ctx->saved_data["depth"].toInt(), needs);
-    result.resize(10);  // swap, aux_scale and depth get none
+        saved[6], saved[7], saved[8], swap, ctx->saved_data["depth"].toInt(), needs);
+    result.resize(11);  // first_layer, swap, aux_scale and depth get none
     return result;
   }
 };
@@ -183,10 +251,24 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fff_soft_train(
     const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& node_biases,
     const at::Tensor& w1s, const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
-    const c10::optional<at::Tensor>& swap, double aux_scale, int64_t depth) {
-  auto outputs = SoftTrainStep::apply(x, node_weights, node_biases, w1s, b1s, w2s, b2s, swap,
-                                      aux_scale, depth);
+    const c10::optional<at::Tensor>& first_layer, const c10::optional<at::Tensor>& swap,
+    double aux_scale, int64_t depth) {
+  auto outputs = SoftTrainStep::apply(x, node_weights, node_biases, w1s, b1s, w2s, b2s,
+                                      first_layer, swap, aux_scale, depth);
   return {outputs[0], outputs[1], outputs[2]};
+}
+
+// Without autograd (inference mode, where the Autograd key is skipped): the forward alone.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fff_soft_train_no_grad(
+    const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& node_biases,
+    const at::Tensor& w1s, const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
+    const c10::optional<at::Tensor>& first_layer, const c10::optional<at::Tensor>& swap,
+    double aux_scale, int64_t depth) {
+  const at::Tensor packed = first_layer.has_value() ? *first_layer : at::Tensor();
+  auto outputs = fff_soft_train_forward(x, node_weights, node_biases, w1s, b1s, w2s, b2s,
+                                        packed, swap, depth);
+  const at::Tensor& entropy_mean = std::get<1>(outputs);
+  return {std::get<0>(outputs), entropy_mean.sum().mul_(aux_scale), entropy_mean};
 }
 
 }  // namespace
@@ -194,10 +276,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fff_soft_train(
 TORCH_LIBRARY_FRAGMENT(fastff, m) {
   m.def(
       "fff_soft_train(Tensor x, Tensor node_weights, Tensor node_biases, Tensor w1s, "
-      "Tensor b1s, Tensor w2s, Tensor b2s, Tensor? swap, float aux_scale, int depth) "
+      "Tensor b1s, Tensor w2s, Tensor b2s, Tensor? first_layer, Tensor? swap, "
+      "float aux_scale, int depth) "
       "-> (Tensor, Tensor, Tensor)");
 }
 
 // Autograd (every backend key's autograd) runs the C++ autograd function; its forward checks
 // that the tensors are CPU float32/float64 and calls no other op through this one.
 TORCH_LIBRARY_IMPL(fastff, Autograd, m) { m.impl("fff_soft_train", &fff_soft_train); }
+
+TORCH_LIBRARY_IMPL(fastff, CPU, m) { m.impl("fff_soft_train", &fff_soft_train_no_grad); }
