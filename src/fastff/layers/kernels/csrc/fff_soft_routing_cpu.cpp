@@ -15,7 +15,8 @@
 //   dLoss/dH_n / B * z c (1 - c) strictly inside the clamp (dH/dz = -z c (1 - c) there).
 //
 // Shapes: logits (B, N) with N = 2**depth - 1, float32 or float64, contiguous rows (the row
-// stride may exceed N: padded node products; then without swap); swap (B, N) bool
+// stride may exceed N by a little: padded node products, whose padding the elementwise passes
+// also read; then without swap); swap (B, N) bool
 // or None; mixture and leaf_grad (B, L) with L = 2**depth; grad_entropy (N,) or None. Registered
 // as torch.ops.fastff.fff_soft_routing_forward(logits, swap, depth) -> (mixture, entropy_mean)
 // and torch.ops.fastff.fff_soft_routing_backward(logits, swap, leaf_grad, mixture, grad_entropy,

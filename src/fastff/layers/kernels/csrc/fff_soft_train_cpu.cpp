@@ -115,8 +115,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fff_soft_
                                      at::zeros({padded - s.nodes}, x.options()),
                                      b1s.reshape({-1})});
     const at::Tensor out = at::addmm(bias, x, packed.t());  // (B, P + H)
-    logits = out.narrow(1, 0, s.nodes);
-    if (has_swap) logits = logits.contiguous();  // the routing reads swaps contiguously
+    // contiguous: the routing kernel runs flat over a block's rows, row padding included
+    logits = out.narrow(1, 0, s.nodes).contiguous();
     hidden = out.narrow(1, padded, s.hidden);
   } else {
     logits = node_logits(x, node_weights, node_biases, has_swap);
