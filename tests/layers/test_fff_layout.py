@@ -47,7 +47,7 @@ def test_row_major_w1s_gives_the_same_outputs(request, strategy):
 
 
 def test_node_and_leaf_weights_share_one_matrix_through_conversions_and_copies():
-    """node_weights and w1s are views of one (P + H, D) matrix (the fused step's single first
+    """w1s and node_weights are views of one (H + P, D) matrix (the fused step's single first
     product) after construction, .double(), deepcopy and load_state_dict; after
     load_state_dict(assign=True) they are not, and the step still matches the composite path."""
     import copy
@@ -55,12 +55,12 @@ def test_node_and_leaf_weights_share_one_matrix_through_conversions_and_copies()
     torch.manual_seed(0)
     fff = FFF(6, 3, 2, 3, hardening=1.0)
     matrix = fff.packed_first_layer
-    assert matrix is not None and matrix.shape == (16 + 16, 6)
-    torch.testing.assert_close(matrix[:7], fff.node_weights.detach(), rtol=0, atol=0)
+    assert matrix is not None and matrix.shape == (16 + 16, 6)  # H = 16 leaf neurons, P = 16
     torch.testing.assert_close(
-        matrix[16:], fff.w1s.detach().transpose(1, 2).reshape(16, 6), rtol=0, atol=0
+        matrix[:16], fff.w1s.detach().transpose(1, 2).reshape(16, 6), rtol=0, atol=0
     )
-    assert torch.count_nonzero(matrix[7:16]) == 0
+    torch.testing.assert_close(matrix[16:23], fff.node_weights.detach(), rtol=0, atol=0)
+    assert torch.count_nonzero(matrix[23:]) == 0
     for copied in (fff.double(), copy.deepcopy(fff)):
         assert copied.packed_first_layer is not None
     other = FFF(6, 3, 2, 3, hardening=1.0).double()

@@ -178,10 +178,10 @@ class FFF(nn.Module):
 
     # ------------------------------------------------------------------ first-layer storage
     def _pack_first_layer(self) -> None:
-        """Store node_weights and w1s as views of one (P + H, D) matrix: the N node rows, zero
-        rows up to P (N rounded up to a multiple of 16) and the H leaf neurons (w1s's
-        neuron-major (L*l, D) view). The fused soft step on the CPU then computes node logits
-        and hidden units with one matrix product, and their weight gradients with another.
+        """Store w1s and node_weights as views of one (H + P, D) matrix: the H leaf neurons
+        (w1s's neuron-major (L*l, D) view), the N node rows and zero rows up to H + P (P = N
+        rounded up to a multiple of 16). The fused soft step on the CPU then computes hidden
+        units and node logits with one matrix product, and their weight gradients with another.
         Values, shapes and strides are unchanged; the parameters stay the same objects."""
         if self.depth == 0:
             self.__dict__["_first_layer"] = None
@@ -189,30 +189,29 @@ class FFF(nn.Module):
         nodes, hidden, features = self.n_nodes, self.training_width, self.in_features
         padded = -(-nodes // 16) * 16
         weights = self.node_weights
-        matrix = torch.zeros(padded + hidden, features, device=weights.device, dtype=weights.dtype)
+        matrix = torch.zeros(hidden + padded, features, device=weights.device, dtype=weights.dtype)
         with torch.no_grad():
-            matrix[:nodes].copy_(weights)
-            matrix[padded:].copy_(self.w1s.transpose(1, 2).reshape(hidden, features))
-        self.node_weights.data = matrix[:nodes]
-        leaves = matrix[padded:].view(self.n_leaves, self.leaf_width, features)
+            matrix[:hidden].copy_(self.w1s.transpose(1, 2).reshape(hidden, features))
+            matrix[hidden : hidden + nodes].copy_(weights)
+        leaves = matrix[:hidden].view(self.n_leaves, self.leaf_width, features)
         self.w1s.data = leaves.transpose(1, 2)
+        self.node_weights.data = matrix[hidden : hidden + nodes]
         self.__dict__["_first_layer"] = matrix
 
     @property
     def packed_first_layer(self) -> torch.Tensor | None:
-        """The (P + H, D) matrix node_weights and w1s are views of (node rows, zero rows up to
-        P = N rounded up to 16, leaf neurons; see :meth:`_pack_first_layer`), or None where they
+        """The (H + P, D) matrix w1s and node_weights are views of (leaf neurons, node rows,
+        zero rows up to P = N rounded up to 16; see :meth:`_pack_first_layer`), or None where they
         no longer live in it (e.g. after ``load_state_dict(assign=True)`` or a parametrization; also
         while torch.compile traces, which runs the torch-op path)."""
         matrix = self.__dict__.get("_first_layer")
         if matrix is None or torch.compiler.is_compiling():
             return None
-        padded = matrix.shape[0] - self.training_width
         features = self.in_features
         packed = (
-            self.node_weights.data_ptr() == matrix.data_ptr()
+            self.node_weights.data_ptr() == matrix[self.training_width].data_ptr()
             and self.node_weights.stride() == (features, 1)
-            and self.w1s.data_ptr() == matrix[padded].data_ptr()
+            and self.w1s.data_ptr() == matrix.data_ptr()
             and self.w1s.stride() == (self.leaf_width * features, 1, features)
             and self.w1s.dtype == matrix.dtype
             and self.node_weights.dtype == matrix.dtype

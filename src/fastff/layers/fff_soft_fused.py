@@ -285,7 +285,7 @@ def soft_fff(
     float64 routing, not traced): with a ReLU and x and the parameters in one dtype (autocast
     off) the whole step is one C++ autograd op (:func:`cpu_soft_routing.train_step`), else the
     routing runs as C++ inside :class:`SoftFFFFunction`; without them (or when False), torch
-    ops. ``first_layer``: the (P + H, D) matrix node_weights and w1s are views of (the whole
+    ops. ``first_layer``: the (H + P, D) matrix w1s and node_weights are views of (the whole
     step then computes node and leaf products as one), or None.
     """
     parameters = (node_weights, node_biases, w1s, b1s, w2s, b2s)

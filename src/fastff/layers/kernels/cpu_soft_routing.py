@@ -117,7 +117,7 @@ def train_step(
     """The whole ReLU soft step of (B, D) inputs as one C++ autograd op: (y (B, O), aux (),
     mean node entropy (N,)). y and the hardening loss aux = ``aux_scale`` * the sum of the mean
     node entropies are differentiable in x and the FFF's parameters (node_weights, node_biases,
-    w1s, b1s, w2s, b2s); the entropies are not. ``first_layer``: the (P + H, D) matrix whose
+    w1s, b1s, w2s, b2s); the entropies are not. ``first_layer``: the (H + P, D) matrix whose
     views node_weights and w1s are (``FFF._pack_first_layer``; node and leaf products then run
     as one), or None. ``swap`` (B, N) bool or None negates those mixture logits."""
     return torch.ops.fastff.fff_soft_train.default(

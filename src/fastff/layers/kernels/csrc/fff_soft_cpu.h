@@ -21,9 +21,19 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
 
 at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t leaf_width);
 
+// The same, returning (B, H + L) [weighted hidden units | mixture] when append_mixture.
+at::Tensor leaf_forward_impl(at::Tensor pre, const at::Tensor& mix, int64_t leaf_width,
+                             bool append_mixture);
+
 std::tuple<at::Tensor, at::Tensor> fff_soft_leaf_backward(at::Tensor grad_weighted,
                                                           const at::Tensor& hidden,
                                                           const at::Tensor& mix,
                                                           int64_t leaf_width, bool relu);
+
+// The same; without with_work, work is neither written nor returned (undefined).
+std::tuple<at::Tensor, at::Tensor> leaf_backward_impl(at::Tensor grad_weighted,
+                                                      const at::Tensor& hidden,
+                                                      const at::Tensor& mix, int64_t leaf_width,
+                                                      bool relu, bool with_work);
 
 }  // namespace fastff_soft

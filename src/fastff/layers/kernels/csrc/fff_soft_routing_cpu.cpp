@@ -334,8 +334,10 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
 // pre-activations (B, H) become the hidden units relu(pre) in place, and the weighted hidden
 // units (B, H) = relu(pre) * m of each unit's leaf (mixture m (B, L), unit k of leaf j at
 // j * l + k) are returned. pre's rows may be strided (a view into a wider product); the result
-// is contiguous.
-at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t leaf_width) {
+// is contiguous. With append_mixture the result is (B, H + L): each row also holds its mixture
+// (the left operand of the output product that includes the leaf output biases).
+at::Tensor leaf_forward_impl(at::Tensor pre, const at::Tensor& mix, int64_t leaf_width,
+                             bool append_mixture) {
   TORCH_CHECK(pre.device().is_cpu() && mix.device().is_cpu(),
               "fff_soft_leaf_forward: tensors must be on the CPU");
   TORCH_CHECK(pre.scalar_type() == at::kFloat || pre.scalar_type() == at::kDouble,
@@ -349,7 +351,8 @@ at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t 
   TORCH_CHECK(mix.scalar_type() == pre.scalar_type() && mix.is_contiguous() && mix.dim() == 2 &&
                   mix.size(0) == batch && mix.size(1) == leaves,
               "fff_soft_leaf_forward: mix must be a contiguous (B, L) tensor in pre's dtype");
-  at::Tensor weighted = at::empty({batch, width}, pre.options());
+  const int64_t out_width = width + (append_mixture ? leaves : 0);
+  at::Tensor weighted = at::empty({batch, out_width}, pre.options());
   AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "fff_soft_leaf_forward", [&] {
     using T = scalar_t;
     T* hp = pre.data_ptr<T>();
@@ -361,7 +364,7 @@ at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t 
       for (int64_t row = begin; row < end; ++row) {
         T* h = hp + row * pre_stride;
         const T* m = mp + row * leaves;
-        T* w = wp + row * width;
+        T* w = wp + row * out_width;
         for (int64_t j = 0; j < leaves; ++j) {
           std::fill(spread.data() + j * leaf_width, spread.data() + (j + 1) * leaf_width, m[j]);
         }
@@ -371,10 +374,15 @@ at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t 
           h[i] = v;
           w[i] = v * mr[i];
         }
+        if (append_mixture) std::copy(m, m + leaves, w + width);
       }
     });
   });
   return weighted;
+}
+
+at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t leaf_width) {
+  return leaf_forward_impl(std::move(pre), mix, leaf_width, false);
 }
 
 // The leaf side of the backward for the mixture's weights, one pass over each row's hidden units
@@ -384,10 +392,11 @@ at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t 
 // (dLoss/dm without the b2s term), and overwrites g with dLoss/dh = g * m, or with
 // dLoss/d(pre-activation) = g * m where h > 0, else 0, when the activation is ReLU. g's and h's
 // rows may be strided (views into wider tensors); work and products are contiguous.
-std::tuple<at::Tensor, at::Tensor> fff_soft_leaf_backward(at::Tensor grad_weighted,
-                                                          const at::Tensor& hidden,
-                                                          const at::Tensor& mix,
-                                                          int64_t leaf_width, bool relu) {
+// Without with_work, work is not written (returned undefined).
+std::tuple<at::Tensor, at::Tensor> leaf_backward_impl(at::Tensor grad_weighted,
+                                                      const at::Tensor& hidden,
+                                                      const at::Tensor& mix, int64_t leaf_width,
+                                                      bool relu, bool with_work) {
   TORCH_CHECK(hidden.device().is_cpu() && grad_weighted.device().is_cpu() &&
                   mix.device().is_cpu(),
               "fff_soft_leaf_backward: tensors must be on the CPU");
@@ -409,15 +418,16 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_leaf_backward(at::Tensor grad_weight
     TORCH_CHECK(t->stride(1) == 1 && t->stride(0) >= width,
                 "fff_soft_leaf_backward: grad_weighted and hidden must have contiguous rows");
   }
+  TORCH_CHECK(relu || with_work, "fff_soft_leaf_backward: without ReLU work is written");
   const int64_t grad_stride = grad_weighted.stride(0), hidden_stride = hidden.stride(0);
-  at::Tensor work = at::empty({batch, width}, hidden.options());
+  at::Tensor work = with_work ? at::empty({batch, width}, hidden.options()) : at::Tensor();
   at::Tensor products = at::empty({batch, leaves}, hidden.options());
   AT_DISPATCH_FLOATING_TYPES(hidden.scalar_type(), "fff_soft_leaf_backward", [&] {
     using T = scalar_t;
     T* gp = grad_weighted.data_ptr<T>();
     const T* hp = hidden.data_ptr<T>();
     const T* mp = mix.data_ptr<T>();
-    T* wp = work.data_ptr<T>();
+    T* wp = with_work ? work.data_ptr<T>() : nullptr;
     T* pp = products.data_ptr<T>();
     const int64_t grain = std::max<int64_t>(1, 16384 / width);
     at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
@@ -426,7 +436,7 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_leaf_backward(at::Tensor grad_weight
         T* g = gp + row * grad_stride;
         const T* h = hp + row * hidden_stride;
         const T* m = mp + row * leaves;
-        T* w = wp + row * width;
+        T* w = with_work ? wp + row * width : nullptr;
         if (leaf_width == 1) {
           std::copy(m, m + leaves, spread.data());
         } else {
@@ -436,7 +446,13 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_leaf_backward(at::Tensor grad_weight
         }
         const T* mr = spread.data();
         T* pr = product.data();
-        if (relu) {
+        if (relu && w == nullptr) {
+          for (int64_t i = 0; i < width; ++i) {
+            const T gi = g[i], hi = h[i], mi = mr[i];
+            pr[i] = gi * hi;
+            g[i] = hi <= T(0) ? T(0) : gi * mi;  // as threshold_backward
+          }
+        } else if (relu) {
           for (int64_t i = 0; i < width; ++i) {
             const T gi = g[i], hi = h[i], mi = mr[i];
             w[i] = hi * mi;
@@ -465,6 +481,13 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_leaf_backward(at::Tensor grad_weight
     });
   });
   return {work, products};
+}
+
+std::tuple<at::Tensor, at::Tensor> fff_soft_leaf_backward(at::Tensor grad_weighted,
+                                                          const at::Tensor& hidden,
+                                                          const at::Tensor& mix,
+                                                          int64_t leaf_width, bool relu) {
+  return leaf_backward_impl(std::move(grad_weighted), hidden, mix, leaf_width, relu, true);
 }
 
 }  // namespace fastff_soft

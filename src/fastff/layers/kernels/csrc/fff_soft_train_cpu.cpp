@@ -12,7 +12,7 @@
 //
 // torch.ops.fastff.fff_soft_train(x, node_weights, node_biases, w1s, b1s, w2s, b2s, first_layer,
 //     swap, aux_scale, depth) -> (y (B, O), aux (), mean node entropy (N,)); first_layer: the
-//     (P + H, D) matrix node_weights and w1s are views of (see check_packed), or None; y and the
+//     (H + P, D) matrix w1s and node_weights are views of (see check_packed), or None; y and the
 //     hardening loss aux = aux_scale * sum of the mean node entropies are differentiable in x
 //     and the six parameters; the entropies (for logging) are not.
 
@@ -78,31 +78,37 @@ at::Tensor node_logits(const at::Tensor& x, const at::Tensor& node_weights,
   return at::addmm(biases, x, weights.t()).narrow(1, 0, nodes);
 }
 
-// The FFF's first layer as one matrix (see FFF._pack_first_layer): packed (P + H, D) holds the
-// node weights in rows [0, N), zeros up to P (N rounded up to a multiple of 16) and the leaf
-// neurons (the (H, D) view of w1s) in rows [P, P + H); node_weights and w1s are views of it.
-// Then node logits and hidden units are one matrix product, and so are their weight gradients
-// (and x's): at small widths a separate (B, N) product cost as much as a quarter of the step.
+// [w2s as (H, O); b2s] (H + L, O): the leaf outputs' weights and biases as one matrix.
+at::Tensor second_layer(const at::Tensor& w2s, const at::Tensor& b2s, const Sizes& s) {
+  return at::cat({w2s.reshape({s.hidden, s.out}), b2s}, 0);
+}
+
+// The FFF's first layer as one matrix (see FFF._pack_first_layer): packed (H + P, D) holds the
+// leaf neurons (the (H, D) view of w1s) in rows [0, H), the node weights in rows [H, H + N) and
+// zeros up to H + P (P: N rounded up to a multiple of 16, so P >= L); w1s and node_weights are
+// views of it. Then hidden units and node logits are one matrix product, and so are their
+// weight gradients (and x's): at small widths a separate (B, N) product cost as much as a
+// quarter of the step.
 int64_t check_packed(const at::Tensor& packed, const at::Tensor& node_weights,
                      const at::Tensor& w1s, const Sizes& s) {
   TORCH_CHECK(packed.dim() == 2 && packed.size(1) == s.in &&
-                  packed.size(0) >= s.nodes + s.hidden && packed.is_contiguous() &&
+                  packed.size(0) >= s.hidden + s.leaves && packed.is_contiguous() &&
                   packed.scalar_type() == node_weights.scalar_type(),
-              "fff_soft_train: first_layer must be a contiguous (P + H, D) tensor");
-  const int64_t padded = packed.size(0) - s.hidden;
+              "fff_soft_train: first_layer must be a contiguous (H + P, D) tensor, P >= L");
   const char* base = static_cast<const char*>(packed.data_ptr());
   const int64_t row_bytes = s.in * static_cast<int64_t>(packed.element_size());
-  TORCH_CHECK(node_weights.data_ptr() == base && node_weights.stride(0) == s.in &&
-                  node_weights.stride(1) == 1 &&
-                  w1s.data_ptr() == base + padded * row_bytes &&
-                  w1s.stride(0) == s.leaf_width * s.in && w1s.stride(1) == 1 &&
-                  w1s.stride(2) == s.in,
+  TORCH_CHECK(w1s.data_ptr() == base && w1s.stride(0) == s.leaf_width * s.in &&
+                  w1s.stride(1) == 1 && w1s.stride(2) == s.in &&
+                  node_weights.data_ptr() == base + s.hidden * row_bytes &&
+                  node_weights.stride(0) == s.in && node_weights.stride(1) == 1,
               "fff_soft_train: node_weights and w1s must be views of first_layer");
-  return padded;
+  return packed.size(0) - s.hidden;
 }
 
-// (y, mean node entropy, and for the backward: logits (B, N), mixture (B, L), hidden (B, H)).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fff_soft_train_forward(
+// (y, mean node entropy, and for the backward: logits (B, N), mixture (B, L), hidden (B, H),
+// mixed (B, H + L) = [weighted hidden units | mixture]).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+fff_soft_train_forward(
     const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& node_biases,
     const at::Tensor& w1s, const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
     const at::Tensor& packed, const c10::optional<at::Tensor>& swap, int64_t depth) {
@@ -111,38 +117,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fff_soft_
   at::Tensor logits, hidden;
   if (packed.defined()) {
     const int64_t padded = check_packed(packed, node_weights, w1s, s);
-    const at::Tensor bias = at::cat({node_biases.reshape({-1}),
-                                     at::zeros({padded - s.nodes}, x.options()),
-                                     b1s.reshape({-1})});
-    const at::Tensor out = at::addmm(bias, x, packed.t());  // (B, P + H)
+    const at::Tensor bias = at::cat({b1s.reshape({-1}), node_biases.reshape({-1}),
+                                     at::zeros({padded - s.nodes}, x.options())});
+    const at::Tensor out = at::addmm(bias, x, packed.t());  // (B, H + P)
+    hidden = out.narrow(1, 0, s.hidden);
     // contiguous: the routing kernel runs flat over a block's rows, row padding included
-    logits = out.narrow(1, 0, s.nodes).contiguous();
-    hidden = out.narrow(1, padded, s.hidden);
+    logits = out.narrow(1, s.hidden, s.nodes).contiguous();
   } else {
     logits = node_logits(x, node_weights, node_biases, has_swap);
     hidden = at::addmm(b1s.reshape({-1}), x, first_layer(w1s, s).t());  // (B, H)
   }
   auto [mixture, entropy_mean] = fastff_soft::fff_soft_routing_forward(logits, swap, depth);
-  at::Tensor weighted = fastff_soft::fff_soft_leaf_forward(hidden, mixture, s.leaf_width);
-  at::Tensor y = at::mm(mixture, b2s).addmm_(weighted, w2s.reshape({s.hidden, s.out}));
-  return {y, entropy_mean, logits, mixture, hidden};
+  // [weighted hidden units | mixture] (B, H + L) times [w2s as (H, O); b2s]: the leaf outputs
+  // and their biases in one product
+  at::Tensor mixed = fastff_soft::leaf_forward_impl(hidden, mixture, s.leaf_width, true);
+  at::Tensor y = at::mm(mixed, second_layer(w2s, b2s, s));
+  return {y, entropy_mean, logits, mixture, hidden, mixed};
 }
 
 // The gradients of (x, node_weights, node_biases, w1s, b1s, w2s, b2s), undefined where needs (in
 // that order) is false or no gradient flows; grad_y (B, O) and grad_entropy (N,) may be
-// undefined (that output is unused); packed as in the forward, or undefined.
+// undefined (that output is unused); packed as in the forward, or undefined; mixed as the forward
+// returns it.
 std::vector<at::Tensor> fff_soft_train_backward(
     const at::Tensor& grad_y, const at::Tensor& grad_entropy,
     const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& w1s,
     const at::Tensor& w2s, const at::Tensor& b2s, const at::Tensor& logits,
-    const at::Tensor& mixture, const at::Tensor& hidden, const at::Tensor& packed,
-    const c10::optional<at::Tensor>& swap, int64_t depth, std::array<bool, 7> needs) {
+    const at::Tensor& mixture, const at::Tensor& hidden, const at::Tensor& mixed,
+    const at::Tensor& packed, const c10::optional<at::Tensor>& swap, int64_t depth,
+    std::array<bool, 7> needs) {
   const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
   enum { X, NODE_W, NODE_B, W1, B1, W2, B2 };
   std::vector<at::Tensor> grads(7);
   const bool has_y = grad_y.defined(), has_entropy = grad_entropy.defined();
   const bool routes = (has_y || has_entropy) && (needs[X] || needs[NODE_W] || needs[NODE_B]);
-  // with packed: [dLoss/dlogits, 0, dLoss/dpre] (B, P + H), the left operand of one product
+  // with packed, the left operand of one product for the weight and input gradients:
+  // [dLoss/dpre, dLoss/dlogits, 0] (B, H + P)
   const bool merged = packed.defined() && has_y && routes;
   const int64_t padded = packed.defined() ? check_packed(packed, node_weights, w1s, s) : 0;
   at::Tensor merged_grads;
@@ -150,19 +160,20 @@ std::vector<at::Tensor> fff_soft_train_backward(
   c10::optional<at::Tensor> grad_mix;  // dLoss/dm (B, L)
   if (has_y) {
     const at::Tensor gy = grad_y.contiguous();
-    const at::Tensor second = w2s.reshape({s.hidden, s.out});
-    if (merged) {
-      merged_grads = at::empty({s.batch, padded + s.hidden}, x.options());
-      grad_pre = merged_grads.narrow(1, padded, s.hidden);
-      at::mm_out(grad_pre, gy, second.t());
-    } else {
-      grad_pre = at::mm(gy, second.t());
+    // dLoss/d[weighted | mixture] (B, H + L): the first H + L columns of merged_grads (P >= L)
+    merged_grads = at::empty({s.batch, s.hidden + (merged ? padded : s.leaves)}, x.options());
+    at::Tensor grad_mixed = merged_grads.narrow(1, 0, s.hidden + s.leaves);
+    at::mm_out(grad_mixed, gy, second_layer(w2s, b2s, s).t());
+    grad_pre = merged_grads.narrow(1, 0, s.hidden);  // becomes dLoss/dpre in place
+    if (needs[W2] || needs[B2]) {
+      // (O, H + L): the (H + L, B) x (B, O) form is much slower for small O
+      const at::Tensor both = at::mm(gy.t(), mixed).t();
+      if (needs[W2]) grads[W2] = both.narrow(0, 0, s.hidden).view({s.leaves, s.leaf_width, s.out});
+      if (needs[B2]) grads[B2] = both.narrow(0, s.hidden, s.leaves);
     }
-    if (needs[B2]) grads[B2] = at::mm(gy.t(), mixture).t();  // (L, O); (O, B) x (B, L) is faster
-    auto [work, products] =
-        fastff_soft::fff_soft_leaf_backward(grad_pre, hidden, mixture, s.leaf_width, true);
-    if (needs[W2]) grads[W2] = at::mm(gy.t(), work).t().view({s.leaves, s.leaf_width, s.out});
-    grad_mix = products.addmm_(gy, b2s.t());
+    auto products = std::get<1>(fastff_soft::leaf_backward_impl(
+        grad_pre, hidden, mixture, s.leaf_width, /*relu=*/true, /*with_work=*/false));
+    grad_mix = products.add_(grad_mixed.narrow(1, s.hidden, s.leaves));
     if (needs[B1]) grads[B1] = grad_pre.sum(0).view({s.leaves, s.leaf_width});
   }
   at::Tensor grad_logits;  // (B, N)
@@ -176,12 +187,12 @@ std::vector<at::Tensor> fff_soft_train_backward(
     return first_grads.view({s.leaves, s.leaf_width, s.in}).transpose(1, 2);
   };
   if (merged) {
-    merged_grads.narrow(1, 0, s.nodes).copy_(grad_logits);
-    merged_grads.narrow(1, s.nodes, padded - s.nodes).zero_();
+    merged_grads.narrow(1, s.hidden, s.nodes).copy_(grad_logits);
+    merged_grads.narrow(1, s.hidden + s.nodes, padded - s.nodes).zero_();
     if (needs[NODE_W] && needs[W1]) {
-      const at::Tensor both = at::mm(merged_grads.t(), x);  // (P + H, D)
-      grads[NODE_W] = both.narrow(0, 0, s.nodes);
-      grads[W1] = leaf_gradient(both.narrow(0, padded, s.hidden));
+      const at::Tensor both = at::mm(merged_grads.t(), x);  // (H + P, D)
+      grads[W1] = leaf_gradient(both.narrow(0, 0, s.hidden));
+      grads[NODE_W] = both.narrow(0, s.hidden, s.nodes);
     } else if (needs[NODE_W]) {
       grads[NODE_W] = at::mm(grad_logits.t(), x);
     } else if (needs[W1]) {
@@ -202,7 +213,8 @@ std::vector<at::Tensor> fff_soft_train_backward(
   return grads;
 }
 
-// Saved for the backward: x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, packed, swap.
+// Saved for the backward: x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, mixed,
+// packed, swap.
 class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
  public:
   static torch::autograd::variable_list forward(
@@ -212,11 +224,11 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
       const c10::optional<at::Tensor>& first_layer, const c10::optional<at::Tensor>& swap,
       double aux_scale, int64_t depth) {
     const at::Tensor packed = first_layer.has_value() ? *first_layer : at::Tensor();
-    auto [y, entropy_mean, logits, mixture, hidden] = fff_soft_train_forward(
+    auto [y, entropy_mean, logits, mixture, hidden, mixed] = fff_soft_train_forward(
         x, node_weights, node_biases, w1s, b1s, w2s, b2s, packed, swap, depth);
     at::Tensor aux = entropy_mean.sum().mul_(aux_scale);
-    ctx->save_for_backward({x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, packed,
-                            swap.has_value() ? *swap : at::Tensor()});
+    ctx->save_for_backward({x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, mixed,
+                            packed, swap.has_value() ? *swap : at::Tensor()});
     ctx->saved_data["depth"] = depth;
     ctx->saved_data["aux_scale"] = aux_scale;
     ctx->mark_non_differentiable({entropy_mean});
@@ -233,7 +245,7 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
     std::array<bool, 7> needs{};
     for (size_t i = 0; i < needs.size(); ++i) needs[i] = ctx->needs_input_grad(i);
     c10::optional<at::Tensor> swap;
-    if (saved[9].defined()) swap = saved[9];
+    if (saved[10].defined()) swap = saved[10];
     // dLoss/d(mean entropy) (N,) = dLoss/daux * aux_scale; none when the loss ignores aux
     const double aux_scale = ctx->saved_data["aux_scale"].toDouble();
     at::Tensor grad_entropy;
@@ -242,7 +254,7 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
     }
     auto result = fff_soft_train_backward(
         grads[0], grad_entropy, saved[0], saved[1], saved[2], saved[3], saved[4], saved[5],
-        saved[6], saved[7], saved[8], swap, ctx->saved_data["depth"].toInt(), needs);
+        saved[6], saved[7], saved[8], saved[9], swap, ctx->saved_data["depth"].toInt(), needs);
     result.resize(11);  // first_layer, swap, aux_scale and depth get none
     return result;
   }
