@@ -5,9 +5,10 @@
 // (B, N) and (B, L) tensors per step; here each row is done while it is in cache, with the
 // transcendental functions vectorised (ATen's Vectorized, Sleef on AVX2/AVX-512). Same math:
 //
-// - mixture m (B, L): exp of the sum along each leaf's path of log c = logsigmoid(z') (went
-//   right) or log(1 - c) = logsigmoid(-z') (went left), built level by level; z' = -z where the
-//   region-leak swap is set, else z;
+// - mixture m (B, L): the product along each leaf's path of c' = sigmoid(z') (went right) or
+//   1 - c' = sigmoid(-z') (went left), both from e = exp(-|z|) (exactly 0 or 1 where e
+//   underflows), built level by level; z' = -z where the region-leak swap is set, else z (the
+//   torch ops take the exp of a sum of log-sigmoids: the same values to rounding);
 // - entropy H(z) of the logit clamped to [-bound, bound]: softplus(zc) - zc sigmoid(zc), which
 //   is log1p(e) + a e / (1 + e) with a = |zc|, e = exp(-a); the kernel returns its batch mean;
 // - backward: with q = dLoss/dm * m, L_n and R_n the sums of q below node n's left and right
@@ -70,17 +71,6 @@ inline Vec<T> swap_signs(const bool* swap, int64_t count) {
   return Vec<T>::loadu(signs);
 }
 
-// log1p(e) for e in [0, 1] as log(u) * e / (u - 1), u = 1 + e (exact where u == 1): accurate
-// to a few ulps (Goldberg, "What every computer scientist should know about floating-point
-// arithmetic", Theorem 4) and about twice as fast as Sleef's log1p.
-template <typename T>
-inline Vec<T> log1p_unit(const Vec<T>& e) {
-  const Vec<T> one(T(1));
-  const Vec<T> u = one + e;
-  const Vec<T> exact = u == one;
-  return Vec<T>::blendv(u.log() * e / (u - one), e, exact);
-}
-
 void check_logits(const at::Tensor& logits, int64_t depth) {
   TORCH_CHECK(logits.device().is_cpu(), "fff_soft_routing: logits must be on the CPU");
   TORCH_CHECK(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble,
@@ -124,44 +114,47 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_routing_forward(
     T* mp = mixture.data_ptr<T>();
     // The entropy's clamp: |z| > bound uses the entropy at the bound.
     const double bound_d = std::log((1.0 - 1e-6) / 1e-6);
-    const Vec<T> vbound(static_cast<T>(bound_d)), veb(static_cast<T>(std::exp(-bound_d)));
-    const Vec<T> vlpb(static_cast<T>(std::log1p(std::exp(-bound_d))));
+    const double e_bound = std::exp(-bound_d);
+    const Vec<T> vbound(static_cast<T>(bound_d));
+    const Vec<T> ventropy_bound(
+        static_cast<T>(std::log1p(e_bound) + bound_d * e_bound / (1.0 + e_bound)));
     const Vec<T> zero(T(0)), one(T(1));
     at::parallel_for(0, blocks, 1, [&](int64_t block_begin, int64_t block_end) {
       const size_t buffer = static_cast<size_t>(rows_per_block * ld);
-      std::vector<T> log_left(buffer), log_right(buffer), entropy(buffer);
+      std::vector<T> go_left(buffer), go_right(buffer), entropy(buffer);
       for (int64_t block = block_begin; block < block_end; ++block) {
         const int64_t row0 = block * rows_per_block;
         const int64_t rows = std::min(batch, row0 + rows_per_block) - row0;
         const T* z = zp + row0 * ld;
         const bool* s = sw == nullptr ? nullptr : sw + row0 * ld;
-        // elementwise over the block's nodes: log c', log(1 - c') and the clamped entropy
+        // elementwise over the block's nodes: c', 1 - c' and the clamped entropy
         const int64_t span = (rows - 1) * ld + nodes;  // the block's values, with row padding
         for (int64_t i = 0; i < span; i += W) {
           const int64_t count = std::min(W, span - i);
           const Vec<T> zv = Vec<T>::loadu(z + i, count);
           const Vec<T> zm = s == nullptr ? zv : zv * swap_signs<T>(s + i, count);
           const Vec<T> a = zv.abs();
-          const Vec<T> e = a.neg().exp();  // exp(-|z|)
-          const Vec<T> lp = log1p_unit(e);  // softplus(-|z|)
-          // logsigmoid(x) = min(x, 0) - log1p(exp(-|x|))
-          (at::vec::minimum(zm, zero) - lp).store(log_right.data() + i, count);
-          (at::vec::minimum(zm.neg(), zero) - lp).store(log_left.data() + i, count);
+          const Vec<T> e = a.neg().exp();  // exp(-|z|): 0 where a decision is exactly 0 or 1
+          const Vec<T> u = one + e;
+          const Vec<T> inv = one / u;       // sigmoid(|z|)
+          const Vec<T> small = e * inv;     // sigmoid(-|z|)
+          const Vec<T> right = zm >= zero;  // mask: c' = sigmoid(z') >= 1/2
+          Vec<T>::blendv(small, inv, right).store(go_right.data() + i, count);
+          Vec<T>::blendv(inv, small, right).store(go_left.data() + i, count);
+          // log1p(e) = log(u) + (e - (u - 1)) / u: the rounding of u corrected to first order
+          const Vec<T> lp = u.log() + (e - (u - one)) * inv;
           const Vec<T> inside = a <= vbound;  // mask: the clamp is inactive
-          const Vec<T> ec = Vec<T>::blendv(veb, e, inside);
-          const Vec<T> lpc = Vec<T>::blendv(vlpb, lp, inside);
-          const Vec<T> ac = at::vec::minimum(a, vbound);
-          (lpc + ac * ec / (one + ec)).store(entropy.data() + i, count);
+          Vec<T>::blendv(ventropy_bound, lp + a * small, inside).store(entropy.data() + i, count);
         }
         double* sums = partial.data() + block * nodes;
         for (int64_t r = 0; r < rows; ++r) {
           const T* h = entropy.data() + r * ld;
           for (int64_t n = 0; n < nodes; ++n) sums[n] += static_cast<double>(h[n]);
         }
-        // log mixture, level by level, in place in each output row (children after parents)
+        // mixture, level by level, in place in each output row (children after parents)
         for (int64_t r = 0; r < rows; ++r) {
-          const T* left = log_left.data() + r * ld;
-          const T* right = log_right.data() + r * ld;
+          const T* left = go_left.data() + r * ld;
+          const T* right = go_right.data() + r * ld;
           T* m = mp + (row0 + r) * leaves;
           m[0] = left[0];
           m[1] = right[0];
@@ -171,24 +164,19 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_routing_forward(
               for (int64_t i = base + 1 - W; i >= 0; i -= W) {
                 const Vec<T> parent = Vec<T>::loadu(m + i);
                 const auto children = at::vec::interleave2(
-                    parent + Vec<T>::loadu(left + base + i),
-                    parent + Vec<T>::loadu(right + base + i));
+                    parent * Vec<T>::loadu(left + base + i),
+                    parent * Vec<T>::loadu(right + base + i));
                 children.first.store(m + 2 * i);
                 children.second.store(m + 2 * i + W);
               }
             } else {
               for (int64_t i = base; i >= 0; --i) {
                 const T parent = m[i];
-                m[2 * i + 1] = parent + right[base + i];
-                m[2 * i] = parent + left[base + i];
+                m[2 * i + 1] = parent * right[base + i];
+                m[2 * i] = parent * left[base + i];
               }
             }
           }
-        }
-        T* m = mp + row0 * leaves;
-        for (int64_t j = 0; j < rows * leaves; j += W) {
-          const int64_t count = std::min(W, rows * leaves - j);
-          Vec<T>::loadu(m + j, count).exp().store(m + j, count);
         }
       }
     });
@@ -365,10 +353,13 @@ at::Tensor leaf_forward_impl(at::Tensor pre, const at::Tensor& mix, int64_t leaf
         T* h = hp + row * pre_stride;
         const T* m = mp + row * leaves;
         T* w = wp + row * out_width;
-        for (int64_t j = 0; j < leaves; ++j) {
-          std::fill(spread.data() + j * leaf_width, spread.data() + (j + 1) * leaf_width, m[j]);
+        const T* mr = m;  // each unit's mixture weight
+        if (leaf_width > 1) {
+          for (int64_t j = 0; j < leaves; ++j) {
+            std::fill(spread.data() + j * leaf_width, spread.data() + (j + 1) * leaf_width, m[j]);
+          }
+          mr = spread.data();
         }
-        const T* mr = spread.data();
         for (int64_t i = 0; i < width; ++i) {
           const T v = h[i] < T(0) ? T(0) : h[i];  // NaN passes through, as torch.relu
           h[i] = v;
