@@ -46,28 +46,33 @@ def test_row_major_w1s_gives_the_same_outputs(request, strategy):
     torch.testing.assert_close(row_major.train()(x), layer.train()(x))
 
 
-def test_node_and_leaf_weights_share_one_matrix_through_conversions_and_copies():
-    """w1s and node_weights are views of one (H + P, D) matrix (the fused step's single first
-    product) after construction, .double(), deepcopy and load_state_dict; after
+def test_parameters_are_views_of_the_packed_tensors_through_conversions_and_copies():
+    """The six parameters are views of the packed tensors (the fused step's fewer products)
+    after construction, .double(), deepcopy and load_state_dict; after
     load_state_dict(assign=True) they are not, and the step still matches the composite path."""
     import copy
 
     torch.manual_seed(0)
     fff = FFF(6, 3, 2, 3, hardening=1.0)
-    matrix = fff.packed_first_layer
-    assert matrix is not None and matrix.shape == (16 + 16, 6)  # H = 16 leaf neurons, P = 16
-    torch.testing.assert_close(
-        matrix[:16], fff.w1s.detach().transpose(1, 2).reshape(16, 6), rtol=0, atol=0
-    )
-    torch.testing.assert_close(matrix[16:23], fff.node_weights.detach(), rtol=0, atol=0)
-    assert torch.count_nonzero(matrix[23:]) == 0
+    packed = fff.packed_parameters
+    assert packed is not None
+    first, first_bias, second = (t.detach() for t in packed)
+    assert first.shape == (16 + 16, 6) and first_bias.shape == (32,) and second.shape == (24, 3)
+    exact = {"rtol": 0, "atol": 0}
+    torch.testing.assert_close(first[:16], fff.w1s.detach().transpose(1, 2).reshape(16, 6), **exact)
+    torch.testing.assert_close(first[16:23], fff.node_weights.detach(), **exact)
+    assert torch.count_nonzero(first[23:]) == 0 and torch.count_nonzero(first_bias[23:]) == 0
+    torch.testing.assert_close(first_bias[:16], fff.b1s.detach().reshape(-1), **exact)
+    torch.testing.assert_close(first_bias[16:23], fff.node_biases.detach().reshape(-1), **exact)
+    torch.testing.assert_close(second[:16], fff.w2s.detach().reshape(16, 3), **exact)
+    torch.testing.assert_close(second[16:], fff.b2s.detach(), **exact)
     for copied in (fff.double(), copy.deepcopy(fff)):
-        assert copied.packed_first_layer is not None
+        assert copied.packed_parameters is not None
     other = FFF(6, 3, 2, 3, hardening=1.0).double()
     other.load_state_dict(fff.state_dict())
-    assert other.packed_first_layer is not None
+    assert other.packed_parameters is not None
     other.load_state_dict(fff.state_dict(), assign=True)
-    assert other.packed_first_layer is None
+    assert other.packed_parameters is None
     x = torch.randn(9, 6, dtype=torch.float64)
     steps = []
     for implementation in ("fused", "composite"):

@@ -137,7 +137,7 @@ class FFF(nn.Module):
         if frozen_tree:
             self.node_weights.requires_grad_(False)
             self.node_biases.requires_grad_(False)
-        self._pack_first_layer()
+        self._pack_parameters()
 
         self._aux_loss: torch.Tensor | None = None
         self._node_entropy: torch.Tensor | None = None
@@ -177,58 +177,79 @@ class FFF(nn.Module):
         return self.depth + self.leaf_width
 
     # ------------------------------------------------------------------ first-layer storage
-    def _pack_first_layer(self) -> None:
-        """Store w1s and node_weights as views of one (H + P, D) matrix: the H leaf neurons
-        (w1s's neuron-major (L*l, D) view), the N node rows and zero rows up to H + P (P = N
-        rounded up to a multiple of 16). The fused soft step on the CPU then computes hidden
-        units and node logits with one matrix product, and their weight gradients with another.
-        Values, shapes and strides are unchanged; the parameters stay the same objects."""
+    def _pack_parameters(self) -> None:
+        """Store the parameters as views of three tensors: ``first`` (H + P, D) holds the H leaf
+        neurons (w1s's neuron-major (L*l, D) view), the N node rows and zero rows up to H + P
+        (P = N rounded up to a multiple of 16); ``first_bias`` (H + P) holds b1s, the node
+        biases and zeros the same way; ``second`` (H + L, O) holds w2s as (H, O) and then b2s.
+        The fused soft step on the CPU then computes hidden units and node logits with one matrix
+        product, their weight gradients with another, and the leaf outputs with their biases
+        with a third, without concatenating anything per step. Values, shapes and strides are
+        unchanged; the parameters stay the same objects."""
         if self.depth == 0:
-            self.__dict__["_first_layer"] = None
+            self.__dict__["_packed"] = None
             return
-        nodes, hidden, features = self.n_nodes, self.training_width, self.in_features
+        nodes, hidden, leaves = self.n_nodes, self.training_width, self.n_leaves
         padded = -(-nodes // 16) * 16
-        weights = self.node_weights
-        matrix = torch.zeros(hidden + padded, features, device=weights.device, dtype=weights.dtype)
+        factory = {"device": self.w1s.device, "dtype": self.w1s.dtype}
+        first = torch.zeros(hidden + padded, self.in_features, **factory)
+        first_bias = torch.zeros(hidden + padded, **factory)
+        second = torch.empty(hidden + leaves, self.out_features, **factory)
         with torch.no_grad():
-            matrix[:hidden].copy_(self.w1s.transpose(1, 2).reshape(hidden, features))
-            matrix[hidden : hidden + nodes].copy_(weights)
-        leaves = matrix[:hidden].view(self.n_leaves, self.leaf_width, features)
-        self.w1s.data = leaves.transpose(1, 2)
-        self.node_weights.data = matrix[hidden : hidden + nodes]
-        self.__dict__["_first_layer"] = matrix
+            first[:hidden].copy_(self.w1s.transpose(1, 2).reshape(hidden, self.in_features))
+            first[hidden : hidden + nodes].copy_(self.node_weights)
+            first_bias[:hidden].copy_(self.b1s.reshape(-1))
+            first_bias[hidden : hidden + nodes].copy_(self.node_biases.reshape(-1))
+            second[:hidden].copy_(self.w2s.reshape(hidden, self.out_features))
+            second[hidden:].copy_(self.b2s)
+        neurons = first[:hidden].view(leaves, self.leaf_width, self.in_features)
+        self.w1s.data = neurons.transpose(1, 2)
+        self.node_weights.data = first[hidden : hidden + nodes]
+        self.b1s.data = first_bias[:hidden].view(leaves, self.leaf_width)
+        self.node_biases.data = first_bias[hidden : hidden + nodes].view(nodes, 1)
+        self.w2s.data = second[:hidden].view(leaves, self.leaf_width, self.out_features)
+        self.b2s.data = second[hidden:]
+        self.__dict__["_packed"] = (first, first_bias, second)
 
     @property
-    def packed_first_layer(self) -> torch.Tensor | None:
-        """The (H + P, D) matrix w1s and node_weights are views of (leaf neurons, node rows,
-        zero rows up to P = N rounded up to 16; see :meth:`_pack_first_layer`), or None where they
-        no longer live in it (e.g. after ``load_state_dict(assign=True)`` or a parametrization; also
-        while torch.compile traces, which runs the torch-op path)."""
-        matrix = self.__dict__.get("_first_layer")
-        if matrix is None or torch.compiler.is_compiling():
+    def packed_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(first (H + P, D), first_bias (H + P,), second (H + L, O)), the tensors the
+        parameters are views of (see :meth:`_pack_parameters`), or None where they no longer
+        are (e.g. after ``load_state_dict(assign=True)`` or a parametrization; also while
+        torch.compile traces, which runs the torch-op path)."""
+        packed = self.__dict__.get("_packed")
+        if packed is None or torch.compiler.is_compiling():
             return None
-        features = self.in_features
-        packed = (
-            self.node_weights.data_ptr() == matrix[self.training_width].data_ptr()
-            and self.node_weights.stride() == (features, 1)
-            and self.w1s.data_ptr() == matrix.data_ptr()
-            and self.w1s.stride() == (self.leaf_width * features, 1, features)
-            and self.w1s.dtype == matrix.dtype
-            and self.node_weights.dtype == matrix.dtype
+        first, first_bias, second = packed
+        hidden, features, out = self.training_width, self.in_features, self.out_features
+        views = (
+            (self.w1s, first, 0, (self.leaf_width * features, 1, features)),
+            (self.node_weights, first, hidden * features, (features, 1)),
+            (self.b1s, first_bias, 0, (self.leaf_width, 1)),
+            (self.node_biases, first_bias, hidden, (1, 1)),
+            (self.w2s, second, 0, (self.leaf_width * out, out, 1)),
+            (self.b2s, second, hidden * out, (out, 1)),
         )
-        return matrix if packed else None
+        for parameter, base, offset, strides in views:
+            if (
+                parameter.dtype != base.dtype
+                or parameter.stride() != strides
+                or parameter.data_ptr() != base.data_ptr() + offset * base.element_size()
+            ):
+                return None
+        return packed
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # unpickling and copy.deepcopy rebuild each parameter on its own storage
         super().__setstate__(state)
-        if self.packed_first_layer is None:
-            self._pack_first_layer()
+        if self.packed_parameters is None:
+            self._pack_parameters()
 
     def _apply(self, fn: Any, recurse: bool = True) -> FFF:
         # .to(), .double(), .cuda() ... give the parameters new storage: pack them again
         module = super()._apply(fn, recurse)
-        if self.packed_first_layer is None:
-            self._pack_first_layer()
+        if self.packed_parameters is None:
+            self._pack_parameters()
         return module
 
     # ----------------------------------------------------------------------------- regulariser
@@ -322,7 +343,7 @@ class FFF(nn.Module):
         y, aux, entropy = soft_fff(
             x2d, node_weights, node_biases, self.w1s, self.b1s, self.w2s, self.b2s,
             self.activation, swap, self.soft_implementation == "fused", aux_scale,
-            self.packed_first_layer,
+            self.packed_parameters,
         )  # fmt: skip
         # plain attributes: skip nn.Module.__setattr__'s parameter and submodule checks
         self.__dict__["_node_entropy"] = entropy

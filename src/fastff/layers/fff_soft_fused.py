@@ -271,7 +271,7 @@ def soft_fff(
     swap: torch.Tensor | None = None,
     routing_kernel: bool = True,
     aux_scale: float = 1.0,
-    first_layer: torch.Tensor | None = None,
+    packed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The FFF soft forward of (B, D) inputs: (y (B, O), aux (), mean node entropy (N,)), the
     last two in the routing dtype (at least float32). aux = ``aux_scale`` * the sum of the mean
@@ -285,8 +285,8 @@ def soft_fff(
     float64 routing, not traced): with a ReLU and x and the parameters in one dtype (autocast
     off) the whole step is one C++ autograd op (:func:`cpu_soft_routing.train_step`), else the
     routing runs as C++ inside :class:`SoftFFFFunction`; without them (or when False), torch
-    ops. ``first_layer``: the (H + P, D) matrix w1s and node_weights are views of (the whole
-    step then computes node and leaf products as one), or None.
+    ops. ``packed``: the tensors the parameters are views of (``FFF.packed_parameters``; the
+    whole step then needs fewer products and no concatenation), or None.
     """
     parameters = (node_weights, node_biases, w1s, b1s, w2s, b2s)
     if (
@@ -296,7 +296,7 @@ def soft_fff(
         and cpu_soft_routing.runs_whole_step(x, parameters)
     ):
         depth = w1s.shape[0].bit_length() - 1
-        return cpu_soft_routing.train_step(x, parameters, first_layer, swap, aux_scale, depth)
+        return cpu_soft_routing.train_step(x, parameters, packed, swap, aux_scale, depth)
     y, entropy = SoftFFFFunction.apply(x, *parameters, activation, swap, routing_kernel)
     return y, entropy.sum() * aux_scale, entropy.detach()
 

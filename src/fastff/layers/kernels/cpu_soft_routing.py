@@ -109,7 +109,7 @@ def runs_whole_step(x: torch.Tensor, parameters: tuple[torch.Tensor, ...]) -> bo
 def train_step(
     x: torch.Tensor,
     parameters: tuple[torch.Tensor, ...],
-    first_layer: torch.Tensor | None,
+    packed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
     swap: torch.Tensor | None,
     aux_scale: float,
     depth: int,
@@ -117,9 +117,12 @@ def train_step(
     """The whole ReLU soft step of (B, D) inputs as one C++ autograd op: (y (B, O), aux (),
     mean node entropy (N,)). y and the hardening loss aux = ``aux_scale`` * the sum of the mean
     node entropies are differentiable in x and the FFF's parameters (node_weights, node_biases,
-    w1s, b1s, w2s, b2s); the entropies are not. ``first_layer``: the (H + P, D) matrix whose
-    views node_weights and w1s are (``FFF._pack_first_layer``; node and leaf products then run
-    as one), or None. ``swap`` (B, N) bool or None negates those mixture logits."""
+    w1s, b1s, w2s, b2s); the entropies are not. ``packed``: (first (H + P, D), first_bias
+    (H + P,), second (H + L, O)), the tensors the parameters are views of
+    (``FFF.packed_parameters``), or None. ``swap`` (B, N) bool or None negates those mixture
+    logits."""
+    first, first_bias, second = packed if packed is not None else (None, None, None)
     return torch.ops.fastff.fff_soft_train.default(
-        x, *parameters, first_layer, None if swap is None else swap.contiguous(), aux_scale, depth
-    )
+        x, *parameters, first, first_bias, second,
+        None if swap is None else swap.contiguous(), aux_scale, depth,
+    )  # fmt: skip

@@ -11,10 +11,11 @@
 // tensors on the CPU in one dtype, float32 or float64.
 //
 // torch.ops.fastff.fff_soft_train(x, node_weights, node_biases, w1s, b1s, w2s, b2s, first_layer,
-//     swap, aux_scale, depth) -> (y (B, O), aux (), mean node entropy (N,)); first_layer: the
-//     (H + P, D) matrix w1s and node_weights are views of (see check_packed), or None; y and the
-//     hardening loss aux = aux_scale * sum of the mean node entropies are differentiable in x
-//     and the six parameters; the entropies (for logging) are not.
+//     first_bias, second_layer, swap, aux_scale, depth) -> (y (B, O), aux (), mean node entropy
+//     (N,)); first_layer, first_bias, second_layer: the tensors the parameters are views of (see
+//     Packed), or all None; y and the hardening loss aux = aux_scale * sum of the mean node
+//     entropies are differentiable in x and the six parameters; the entropies (for logging) are
+//     not.
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
@@ -83,26 +84,61 @@ at::Tensor second_layer(const at::Tensor& w2s, const at::Tensor& b2s, const Size
   return at::cat({w2s.reshape({s.hidden, s.out}), b2s}, 0);
 }
 
-// The FFF's first layer as one matrix (see FFF._pack_first_layer): packed (H + P, D) holds the
-// leaf neurons (the (H, D) view of w1s) in rows [0, H), the node weights in rows [H, H + N) and
-// zeros up to H + P (P: N rounded up to a multiple of 16, so P >= L); w1s and node_weights are
-// views of it. Then hidden units and node logits are one matrix product, and so are their
-// weight gradients (and x's): at small widths a separate (B, N) product cost as much as a
-// quarter of the step.
-int64_t check_packed(const at::Tensor& packed, const at::Tensor& node_weights,
-                     const at::Tensor& w1s, const Sizes& s) {
-  TORCH_CHECK(packed.dim() == 2 && packed.size(1) == s.in &&
-                  packed.size(0) >= s.hidden + s.leaves && packed.is_contiguous() &&
-                  packed.scalar_type() == node_weights.scalar_type(),
-              "fff_soft_train: first_layer must be a contiguous (H + P, D) tensor, P >= L");
-  const char* base = static_cast<const char*>(packed.data_ptr());
-  const int64_t row_bytes = s.in * static_cast<int64_t>(packed.element_size());
-  TORCH_CHECK(w1s.data_ptr() == base && w1s.stride(0) == s.leaf_width * s.in &&
+// The FFF's parameters packed (see FFF._pack_parameters): first (H + P, D) holds the leaf neurons
+// (the (H, D) view of w1s) in rows [0, H), the node weights in rows [H, H + N) and zeros up to
+// H + P (P: N rounded up to a multiple of 16, so P >= L); first_bias (H + P) holds b1s, the node
+// biases and zeros the same way; second (H + L, O) holds w2s as (H, O) and then b2s. The six
+// parameters are views of them. Then hidden units and node logits are one matrix product, and
+// so are their weight gradients (and x's): at small widths a separate (B, N) product cost as
+// much as a quarter of the step; and no per-step concatenation is needed.
+struct Packed {
+  at::Tensor first, first_bias, second;
+  int64_t padded = 0;  // P
+  bool defined() const { return first.defined(); }
+};
+
+bool starts_at(const at::Tensor& view, const at::Tensor& base, int64_t offset) {
+  return view.data_ptr() ==
+         static_cast<const char*>(base.data_ptr()) + offset * base.element_size();
+}
+
+Packed check_packed(const c10::optional<at::Tensor>& first,
+                    const c10::optional<at::Tensor>& first_bias,
+                    const c10::optional<at::Tensor>& second, const at::Tensor& node_weights,
+                    const at::Tensor& node_biases, const at::Tensor& w1s, const at::Tensor& b1s,
+                    const at::Tensor& w2s, const at::Tensor& b2s, const Sizes& s) {
+  Packed packed;
+  const bool given = first.has_value() && first->defined();
+  TORCH_CHECK(given == (first_bias.has_value() && first_bias->defined()) &&
+                  given == (second.has_value() && second->defined()),
+              "fff_soft_train: first_layer, first_bias and second_layer go together");
+  if (!given) return packed;
+  packed.first = *first;
+  packed.first_bias = *first_bias;
+  packed.second = *second;
+  packed.padded = packed.first.size(0) - s.hidden;
+  const int64_t padded = packed.padded;
+  for (const at::Tensor* t : {&packed.first, &packed.first_bias, &packed.second}) {
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == w1s.scalar_type(),
+                "fff_soft_train: packed parameters must be contiguous, in the parameters' dtype");
+  }
+  TORCH_CHECK(packed.first.dim() == 2 && packed.first.size(1) == s.in && padded >= s.leaves &&
+                  packed.first_bias.dim() == 1 && packed.first_bias.size(0) == s.hidden + padded &&
+                  packed.second.dim() == 2 && packed.second.size(0) == s.hidden + s.leaves &&
+                  packed.second.size(1) == s.out,
+              "fff_soft_train: first_layer (H + P, D), first_bias (H + P), second_layer "
+              "(H + L, O) with P >= L");
+  TORCH_CHECK(starts_at(w1s, packed.first, 0) && w1s.stride(0) == s.leaf_width * s.in &&
                   w1s.stride(1) == 1 && w1s.stride(2) == s.in &&
-                  node_weights.data_ptr() == base + s.hidden * row_bytes &&
-                  node_weights.stride(0) == s.in && node_weights.stride(1) == 1,
-              "fff_soft_train: node_weights and w1s must be views of first_layer");
-  return packed.size(0) - s.hidden;
+                  starts_at(node_weights, packed.first, s.hidden * s.in) &&
+                  node_weights.stride(0) == s.in && node_weights.stride(1) == 1 &&
+                  starts_at(b1s, packed.first_bias, 0) && b1s.is_contiguous() &&
+                  starts_at(node_biases, packed.first_bias, s.hidden) &&
+                  node_biases.is_contiguous() && starts_at(w2s, packed.second, 0) &&
+                  w2s.is_contiguous() && starts_at(b2s, packed.second, s.hidden * s.out) &&
+                  b2s.is_contiguous(),
+              "fff_soft_train: the parameters must be views of the packed tensors");
+  return packed;
 }
 
 // (y, mean node entropy, and for the backward: logits (B, N), mixture (B, L), hidden (B, H),
@@ -111,15 +147,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 fff_soft_train_forward(
     const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& node_biases,
     const at::Tensor& w1s, const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
-    const at::Tensor& packed, const c10::optional<at::Tensor>& swap, int64_t depth) {
+    const Packed& packed, const c10::optional<at::Tensor>& swap, int64_t depth) {
   const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
   const bool has_swap = swap.has_value() && swap->defined();
   at::Tensor logits, hidden;
   if (packed.defined()) {
-    const int64_t padded = check_packed(packed, node_weights, w1s, s);
-    const at::Tensor bias = at::cat({b1s.reshape({-1}), node_biases.reshape({-1}),
-                                     at::zeros({padded - s.nodes}, x.options())});
-    const at::Tensor out = at::addmm(bias, x, packed.t());  // (B, H + P)
+    const at::Tensor out = at::addmm(packed.first_bias, x, packed.first.t());  // (B, H + P)
     hidden = out.narrow(1, 0, s.hidden);
     // contiguous: the routing kernel runs flat over a block's rows, row padding included
     logits = out.narrow(1, s.hidden, s.nodes).contiguous();
@@ -131,21 +164,21 @@ fff_soft_train_forward(
   // [weighted hidden units | mixture] (B, H + L) times [w2s as (H, O); b2s]: the leaf outputs
   // and their biases in one product
   at::Tensor mixed = fastff_soft::leaf_forward_impl(hidden, mixture, s.leaf_width, true);
-  at::Tensor y = at::mm(mixed, second_layer(w2s, b2s, s));
+  at::Tensor y = at::mm(mixed, packed.defined() ? packed.second : second_layer(w2s, b2s, s));
   return {y, entropy_mean, logits, mixture, hidden, mixed};
 }
 
 // The gradients of (x, node_weights, node_biases, w1s, b1s, w2s, b2s), undefined where needs (in
 // that order) is false or no gradient flows; grad_y (B, O) and grad_entropy (N,) may be
-// undefined (that output is unused); packed as in the forward, or undefined; mixed as the forward
-// returns it.
+// undefined (that output is unused); packed_first and packed_second as in Packed (or undefined);
+// mixed as the forward returns it.
 std::vector<at::Tensor> fff_soft_train_backward(
     const at::Tensor& grad_y, const at::Tensor& grad_entropy,
     const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& w1s,
     const at::Tensor& w2s, const at::Tensor& b2s, const at::Tensor& logits,
     const at::Tensor& mixture, const at::Tensor& hidden, const at::Tensor& mixed,
-    const at::Tensor& packed, const c10::optional<at::Tensor>& swap, int64_t depth,
-    std::array<bool, 7> needs) {
+    const at::Tensor& packed_first, const at::Tensor& packed_second,
+    const c10::optional<at::Tensor>& swap, int64_t depth, std::array<bool, 7> needs) {
   const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
   enum { X, NODE_W, NODE_B, W1, B1, W2, B2 };
   std::vector<at::Tensor> grads(7);
@@ -153,8 +186,8 @@ std::vector<at::Tensor> fff_soft_train_backward(
   const bool routes = (has_y || has_entropy) && (needs[X] || needs[NODE_W] || needs[NODE_B]);
   // with packed, the left operand of one product for the weight and input gradients:
   // [dLoss/dpre, dLoss/dlogits, 0] (B, H + P)
-  const bool merged = packed.defined() && has_y && routes;
-  const int64_t padded = packed.defined() ? check_packed(packed, node_weights, w1s, s) : 0;
+  const bool merged = packed_first.defined() && has_y && routes;
+  const int64_t padded = packed_first.defined() ? packed_first.size(0) - s.hidden : 0;
   at::Tensor merged_grads;
   at::Tensor grad_pre;  // dLoss/d(weighted), then dLoss/d(pre-activation) (B, H)
   c10::optional<at::Tensor> grad_mix;  // dLoss/dm (B, L)
@@ -163,7 +196,9 @@ std::vector<at::Tensor> fff_soft_train_backward(
     // dLoss/d[weighted | mixture] (B, H + L): the first H + L columns of merged_grads (P >= L)
     merged_grads = at::empty({s.batch, s.hidden + (merged ? padded : s.leaves)}, x.options());
     at::Tensor grad_mixed = merged_grads.narrow(1, 0, s.hidden + s.leaves);
-    at::mm_out(grad_mixed, gy, second_layer(w2s, b2s, s).t());
+    const at::Tensor second =
+        packed_second.defined() ? packed_second : second_layer(w2s, b2s, s);
+    at::mm_out(grad_mixed, gy, second.t());
     grad_pre = merged_grads.narrow(1, 0, s.hidden);  // becomes dLoss/dpre in place
     if (needs[W2] || needs[B2]) {
       // (O, H + L): the (H + L, B) x (B, O) form is much slower for small O
@@ -198,7 +233,7 @@ std::vector<at::Tensor> fff_soft_train_backward(
     } else if (needs[W1]) {
       grads[W1] = leaf_gradient(at::mm(grad_pre.t(), x));
     }
-    if (needs[X]) grads[X] = at::mm(merged_grads, packed);
+    if (needs[X]) grads[X] = at::mm(merged_grads, packed_first);
     return grads;
   }
   if (has_y && needs[W1]) grads[W1] = leaf_gradient(at::mm(grad_pre.t(), x));
@@ -214,21 +249,25 @@ std::vector<at::Tensor> fff_soft_train_backward(
 }
 
 // Saved for the backward: x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, mixed,
-// packed, swap.
+// packed first, packed second, swap.
 class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
  public:
   static torch::autograd::variable_list forward(
       torch::autograd::AutogradContext* ctx, const at::Tensor& x,
       const at::Tensor& node_weights, const at::Tensor& node_biases, const at::Tensor& w1s,
       const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
-      const c10::optional<at::Tensor>& first_layer, const c10::optional<at::Tensor>& swap,
+      const c10::optional<at::Tensor>& first_layer, const c10::optional<at::Tensor>& first_bias,
+      const c10::optional<at::Tensor>& second_layer, const c10::optional<at::Tensor>& swap,
       double aux_scale, int64_t depth) {
-    const at::Tensor packed = first_layer.has_value() ? *first_layer : at::Tensor();
+    const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
+    const Packed packed = check_packed(first_layer, first_bias, second_layer, node_weights,
+                                       node_biases, w1s, b1s, w2s, b2s, s);
     auto [y, entropy_mean, logits, mixture, hidden, mixed] = fff_soft_train_forward(
         x, node_weights, node_biases, w1s, b1s, w2s, b2s, packed, swap, depth);
     at::Tensor aux = entropy_mean.sum().mul_(aux_scale);
     ctx->save_for_backward({x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, mixed,
-                            packed, swap.has_value() ? *swap : at::Tensor()});
+                            packed.first, packed.second,
+                            swap.has_value() ? *swap : at::Tensor()});
     ctx->saved_data["depth"] = depth;
     ctx->saved_data["aux_scale"] = aux_scale;
     ctx->mark_non_differentiable({entropy_mean});
@@ -245,7 +284,7 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
     std::array<bool, 7> needs{};
     for (size_t i = 0; i < needs.size(); ++i) needs[i] = ctx->needs_input_grad(i);
     c10::optional<at::Tensor> swap;
-    if (saved[10].defined()) swap = saved[10];
+    if (saved[11].defined()) swap = saved[11];
     // dLoss/d(mean entropy) (N,) = dLoss/daux * aux_scale; none when the loss ignores aux
     const double aux_scale = ctx->saved_data["aux_scale"].toDouble();
     at::Tensor grad_entropy;
@@ -254,8 +293,9 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
     }
     auto result = fff_soft_train_backward(
         grads[0], grad_entropy, saved[0], saved[1], saved[2], saved[3], saved[4], saved[5],
-        saved[6], saved[7], saved[8], saved[9], swap, ctx->saved_data["depth"].toInt(), needs);
-    result.resize(11);  // first_layer, swap, aux_scale and depth get none
+        saved[6], saved[7], saved[8], saved[9], saved[10], swap,
+        ctx->saved_data["depth"].toInt(), needs);
+    result.resize(13);  // the packed tensors, swap, aux_scale and depth get none
     return result;
   }
 };
@@ -263,10 +303,12 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fff_soft_train(
     const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& node_biases,
     const at::Tensor& w1s, const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
-    const c10::optional<at::Tensor>& first_layer, const c10::optional<at::Tensor>& swap,
+    const c10::optional<at::Tensor>& first_layer, const c10::optional<at::Tensor>& first_bias,
+    const c10::optional<at::Tensor>& second_layer, const c10::optional<at::Tensor>& swap,
     double aux_scale, int64_t depth) {
   auto outputs = SoftTrainStep::apply(x, node_weights, node_biases, w1s, b1s, w2s, b2s,
-                                      first_layer, swap, aux_scale, depth);
+                                      first_layer, first_bias, second_layer, swap, aux_scale,
+                                      depth);
   return {outputs[0], outputs[1], outputs[2]};
 }
 
@@ -274,9 +316,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fff_soft_train(
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fff_soft_train_no_grad(
     const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& node_biases,
     const at::Tensor& w1s, const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
-    const c10::optional<at::Tensor>& first_layer, const c10::optional<at::Tensor>& swap,
+    const c10::optional<at::Tensor>& first_layer, const c10::optional<at::Tensor>& first_bias,
+    const c10::optional<at::Tensor>& second_layer, const c10::optional<at::Tensor>& swap,
     double aux_scale, int64_t depth) {
-  const at::Tensor packed = first_layer.has_value() ? *first_layer : at::Tensor();
+  const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
+  const Packed packed = check_packed(first_layer, first_bias, second_layer, node_weights,
+                                     node_biases, w1s, b1s, w2s, b2s, s);
   auto outputs = fff_soft_train_forward(x, node_weights, node_biases, w1s, b1s, w2s, b2s,
                                         packed, swap, depth);
   const at::Tensor& entropy_mean = std::get<1>(outputs);
@@ -288,8 +333,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fff_soft_train_no_grad(
 TORCH_LIBRARY_FRAGMENT(fastff, m) {
   m.def(
       "fff_soft_train(Tensor x, Tensor node_weights, Tensor node_biases, Tensor w1s, "
-      "Tensor b1s, Tensor w2s, Tensor b2s, Tensor? first_layer, Tensor? swap, "
-      "float aux_scale, int depth) "
+      "Tensor b1s, Tensor w2s, Tensor b2s, Tensor? first_layer, Tensor? first_bias, "
+      "Tensor? second_layer, Tensor? swap, float aux_scale, int depth) "
       "-> (Tensor, Tensor, Tensor)");
 }
 
