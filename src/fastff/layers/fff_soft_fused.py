@@ -285,8 +285,9 @@ def soft_fff(
     float64 routing, not traced): with a ReLU and x and the parameters in one dtype (autocast
     off) the whole step is one C++ autograd op (:func:`cpu_soft_routing.train_step`), else the
     routing runs as C++ inside :class:`SoftFFFFunction`; without them (or when False), torch
-    ops. ``packed``: the tensors the parameters are views of (``FFF.packed_parameters``; the
-    whole step then needs fewer products and no concatenation), or None.
+    ops. ``packed``: the tensors the parameters should be views of (``FFF.packed_parameters``;
+    the whole step then needs fewer products and no concatenation, and checks that they are),
+    or None.
     """
     parameters = (node_weights, node_biases, w1s, b1s, w2s, b2s)
     if (

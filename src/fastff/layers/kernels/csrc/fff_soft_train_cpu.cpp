@@ -102,43 +102,38 @@ bool starts_at(const at::Tensor& view, const at::Tensor& base, int64_t offset) {
          static_cast<const char*>(base.data_ptr()) + offset * base.element_size();
 }
 
+// The packed tensors if the six parameters are (still) views of them as described above, else
+// an undefined Packed: the step then multiplies the parameters one by one (e.g. after
+// load_state_dict(assign=True) replaced them).
 Packed check_packed(const c10::optional<at::Tensor>& first,
                     const c10::optional<at::Tensor>& first_bias,
                     const c10::optional<at::Tensor>& second, const at::Tensor& node_weights,
                     const at::Tensor& node_biases, const at::Tensor& w1s, const at::Tensor& b1s,
                     const at::Tensor& w2s, const at::Tensor& b2s, const Sizes& s) {
-  Packed packed;
   const bool given = first.has_value() && first->defined();
   TORCH_CHECK(given == (first_bias.has_value() && first_bias->defined()) &&
                   given == (second.has_value() && second->defined()),
               "fff_soft_train: first_layer, first_bias and second_layer go together");
-  if (!given) return packed;
-  packed.first = *first;
-  packed.first_bias = *first_bias;
-  packed.second = *second;
-  packed.padded = packed.first.size(0) - s.hidden;
-  const int64_t padded = packed.padded;
-  for (const at::Tensor* t : {&packed.first, &packed.first_bias, &packed.second}) {
-    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == w1s.scalar_type(),
-                "fff_soft_train: packed parameters must be contiguous, in the parameters' dtype");
+  if (!given) return {};
+  const int64_t padded = first->size(0) - s.hidden;
+  bool views = true;
+  for (const at::Tensor* t : {&*first, &*first_bias, &*second}) {
+    views = views && t->is_contiguous() && t->scalar_type() == w1s.scalar_type() &&
+            t->device() == w1s.device();
   }
-  TORCH_CHECK(packed.first.dim() == 2 && packed.first.size(1) == s.in && padded >= s.leaves &&
-                  packed.first_bias.dim() == 1 && packed.first_bias.size(0) == s.hidden + padded &&
-                  packed.second.dim() == 2 && packed.second.size(0) == s.hidden + s.leaves &&
-                  packed.second.size(1) == s.out,
-              "fff_soft_train: first_layer (H + P, D), first_bias (H + P), second_layer "
-              "(H + L, O) with P >= L");
-  TORCH_CHECK(starts_at(w1s, packed.first, 0) && w1s.stride(0) == s.leaf_width * s.in &&
-                  w1s.stride(1) == 1 && w1s.stride(2) == s.in &&
-                  starts_at(node_weights, packed.first, s.hidden * s.in) &&
-                  node_weights.stride(0) == s.in && node_weights.stride(1) == 1 &&
-                  starts_at(b1s, packed.first_bias, 0) && b1s.is_contiguous() &&
-                  starts_at(node_biases, packed.first_bias, s.hidden) &&
-                  node_biases.is_contiguous() && starts_at(w2s, packed.second, 0) &&
-                  w2s.is_contiguous() && starts_at(b2s, packed.second, s.hidden * s.out) &&
-                  b2s.is_contiguous(),
-              "fff_soft_train: the parameters must be views of the packed tensors");
-  return packed;
+  views = views && first->dim() == 2 && first->size(1) == s.in && padded >= s.leaves &&
+          first_bias->dim() == 1 && first_bias->size(0) == s.hidden + padded &&
+          second->dim() == 2 && second->size(0) == s.hidden + s.leaves &&
+          second->size(1) == s.out;
+  views = views && starts_at(w1s, *first, 0) && w1s.stride(0) == s.leaf_width * s.in &&
+          w1s.stride(1) == 1 && w1s.stride(2) == s.in &&
+          starts_at(node_weights, *first, s.hidden * s.in) && node_weights.stride(0) == s.in &&
+          node_weights.stride(1) == 1 && starts_at(b1s, *first_bias, 0) && b1s.is_contiguous() &&
+          starts_at(node_biases, *first_bias, s.hidden) && node_biases.is_contiguous() &&
+          starts_at(w2s, *second, 0) && w2s.is_contiguous() &&
+          starts_at(b2s, *second, s.hidden * s.out) && b2s.is_contiguous();
+  if (!views) return {};
+  return {*first, *first_bias, *second, padded};
 }
 
 // (y, mean node entropy, and for the backward: logits (B, N), mixture (B, L), hidden (B, H),
