@@ -352,3 +352,17 @@ def test_whole_step_runs_under_inference_mode(kernel_calls):
     with torch.inference_mode():
         composite_y = fff(x)
     torch.testing.assert_close(fused_y, composite_y, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("leaf_width", [1, 3, 16])
+def test_whole_step_equals_composite_for_leaf_widths(kernel_calls, leaf_width):
+    """The whole step's leaf passes (one row per leaf unit, spread mixture weights, bias sums
+    per block of rows) at leaf widths 1, 3 and 16, input gradient included; batch 150 spans
+    several row blocks."""
+    torch.manual_seed(leaf_width)
+    fff = FFF(IN, OUT, leaf_width, 3, hardening=1.5).double().train()
+    x = torch.randn(150, IN, dtype=torch.float64)
+    with_kernel = _step(fff, x, "fused")
+    assert kernel_calls.by_name == {"train_step": 1}
+    tolerance = TOLERANCE[torch.float64]
+    _assert_same_step(with_kernel, _step(fff, x, "composite"), **tolerance)

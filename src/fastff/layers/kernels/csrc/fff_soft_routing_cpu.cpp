@@ -18,11 +18,14 @@
 // Shapes: logits (B, N) with N = 2**depth - 1, float32 or float64, contiguous rows (the row
 // stride may exceed N by a little: padded node products, whose padding the elementwise passes
 // also read; then without swap); swap (B, N) bool
-// or None; mixture and leaf_grad (B, L) with L = 2**depth; grad_entropy (N,) or None. Registered
+// or None; mixture and leaf_grad (B, L) with L = 2**depth (without the mixture the backward reads
+// leaf_grad as the leaf terms q = dLoss/dm * m); grad_entropy (N,) or None. Registered
 // as torch.ops.fastff.fff_soft_routing_forward(logits, swap, depth) -> (mixture, entropy_mean)
 // and torch.ops.fastff.fff_soft_routing_backward(logits, swap, leaf_grad, mixture, grad_entropy,
 // depth) -> grad_logits (B, N). Also the elementwise leaf side of the forward (ReLU) and of the
-// backward, torch.ops.fastff.fff_soft_leaf_forward and fff_soft_leaf_backward (see there).
+// backward, torch.ops.fastff.fff_soft_leaf_forward and fff_soft_leaf_backward (see there), for the
+// Python autograd function, and leaf_forward_mixed and leaf_backward_mixed, the leaf passes of
+// the whole ReLU step in fff_soft_train_cpu.cpp (declared in fff_soft_cpu.h).
 
 // ATen's vector types for the ISA this file is compiled for (cpu_build passes the -m flags);
 // the CPU_CAPABILITY namespace keeps them apart from the ones inside libtorch.
@@ -202,10 +205,10 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
   const int64_t ld = logits.stride(0);  // row stride: N, or more for padded rows
   const bool has_leaf = leaf_grad.has_value() && leaf_grad->defined();
   const bool has_entropy = grad_entropy.has_value() && grad_entropy->defined();
+  // without the mixture, leaf_grad holds the leaf terms q = dLoss/dm * m themselves
+  const bool has_mixture = has_leaf && mixture.has_value() && mixture->defined();
   if (has_leaf) {
-    TORCH_CHECK(mixture.has_value() && mixture->defined(),
-                "fff_soft_routing_backward: leaf_grad needs the mixture");
-    for (const at::Tensor* t : {&*leaf_grad, &*mixture}) {
+    for (const at::Tensor* t : {&*leaf_grad, has_mixture ? &*mixture : &*leaf_grad}) {
       TORCH_CHECK(t->scalar_type() == logits.scalar_type() && t->is_contiguous() &&
                       t->dim() == 2 && t->size(0) == batch && t->size(1) == leaves,
                   "fff_soft_routing_backward: leaf_grad and mixture must be contiguous (B, L) "
@@ -228,7 +231,7 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
     constexpr int64_t W = Vec<T>::size();
     const T* zp = logits.data_ptr<T>();
     const T* gp = has_leaf ? leaf_grad->data_ptr<T>() : nullptr;
-    const T* mp = has_leaf ? mixture->data_ptr<T>() : nullptr;
+    const T* mp = has_mixture ? mixture->data_ptr<T>() : nullptr;
     T* out = grad.data_ptr<T>();
     const Vec<T> vbound(static_cast<T>(std::log((1.0 - 1e-6) / 1e-6))), zero(T(0)), one(T(1));
     // dLoss/dH_n / B (the entropy output is a batch mean), tiled over a block's rows
@@ -263,11 +266,15 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
         }
         if (has_leaf) {
           const T* gl = gp + row0 * leaves;
-          const T* ml = mp + row0 * leaves;
-          for (int64_t j = 0; j < rows * leaves; j += W) {  // q = dLoss/dm * m
-            const int64_t count = std::min(W, rows * leaves - j);
-            (Vec<T>::loadu(gl + j, count) * Vec<T>::loadu(ml + j, count))
-                .store(totals.data() + j, count);
+          if (mp == nullptr) {
+            std::copy(gl, gl + rows * leaves, totals.data());
+          } else {
+            const T* ml = mp + row0 * leaves;
+            for (int64_t j = 0; j < rows * leaves; j += W) {  // q = dLoss/dm * m
+              const int64_t count = std::min(W, rows * leaves - j);
+              (Vec<T>::loadu(gl + j, count) * Vec<T>::loadu(ml + j, count))
+                  .store(totals.data() + j, count);
+            }
           }
           for (int64_t r = 0; r < rows; ++r) {
             T* t = totals.data() + r * leaves;
@@ -321,26 +328,20 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
 // The leaf side of the forward for a ReLU activation, one pass over each row: the
 // pre-activations (B, H) become the hidden units relu(pre) in place, and the weighted hidden
 // units (B, H) = relu(pre) * m of each unit's leaf (mixture m (B, L), unit k of leaf j at
-// j * l + k) are returned. pre's rows may be strided (a view into a wider product); the result
-// is contiguous. With append_mixture the result is (B, H + L): each row also holds its mixture
-// (the left operand of the output product that includes the leaf output biases).
-at::Tensor leaf_forward_impl(at::Tensor pre, const at::Tensor& mix, int64_t leaf_width,
-                             bool append_mixture) {
+// j * l + k) are returned.
+at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t leaf_width) {
   TORCH_CHECK(pre.device().is_cpu() && mix.device().is_cpu(),
               "fff_soft_leaf_forward: tensors must be on the CPU");
   TORCH_CHECK(pre.scalar_type() == at::kFloat || pre.scalar_type() == at::kDouble,
               "fff_soft_leaf_forward: pre must be float32 or float64");
   TORCH_CHECK(leaf_width >= 1 && pre.dim() == 2 && pre.size(1) % leaf_width == 0 &&
-                  pre.stride(1) == 1 && pre.stride(0) >= pre.size(1),
-              "fff_soft_leaf_forward: pre must be a (B, L * leaf_width) tensor with contiguous "
-              "rows");
+                  pre.is_contiguous(),
+              "fff_soft_leaf_forward: pre must be a contiguous (B, L * leaf_width) tensor");
   const int64_t batch = pre.size(0), width = pre.size(1), leaves = width / leaf_width;
-  const int64_t pre_stride = pre.stride(0);
   TORCH_CHECK(mix.scalar_type() == pre.scalar_type() && mix.is_contiguous() && mix.dim() == 2 &&
                   mix.size(0) == batch && mix.size(1) == leaves,
               "fff_soft_leaf_forward: mix must be a contiguous (B, L) tensor in pre's dtype");
-  const int64_t out_width = width + (append_mixture ? leaves : 0);
-  at::Tensor weighted = at::empty({batch, out_width}, pre.options());
+  at::Tensor weighted = at::empty_like(pre);
   AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "fff_soft_leaf_forward", [&] {
     using T = scalar_t;
     T* hp = pre.data_ptr<T>();
@@ -350,30 +351,22 @@ at::Tensor leaf_forward_impl(at::Tensor pre, const at::Tensor& mix, int64_t leaf
     at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
       std::vector<T> spread(width);
       for (int64_t row = begin; row < end; ++row) {
-        T* h = hp + row * pre_stride;
+        T* h = hp + row * width;
         const T* m = mp + row * leaves;
-        T* w = wp + row * out_width;
-        const T* mr = m;  // each unit's mixture weight
-        if (leaf_width > 1) {
-          for (int64_t j = 0; j < leaves; ++j) {
-            std::fill(spread.data() + j * leaf_width, spread.data() + (j + 1) * leaf_width, m[j]);
-          }
-          mr = spread.data();
+        T* w = wp + row * width;
+        for (int64_t j = 0; j < leaves; ++j) {
+          std::fill(spread.data() + j * leaf_width, spread.data() + (j + 1) * leaf_width, m[j]);
         }
+        const T* mr = spread.data();
         for (int64_t i = 0; i < width; ++i) {
           const T v = h[i] < T(0) ? T(0) : h[i];  // NaN passes through, as torch.relu
           h[i] = v;
           w[i] = v * mr[i];
         }
-        if (append_mixture) std::copy(m, m + leaves, w + width);
       }
     });
   });
   return weighted;
-}
-
-at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t leaf_width) {
-  return leaf_forward_impl(std::move(pre), mix, leaf_width, false);
 }
 
 // The leaf side of the backward for the mixture's weights, one pass over each row's hidden units
@@ -381,13 +374,11 @@ at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t 
 // (B, H) and the mixture m (B, L) (H = L * l, unit k of leaf j at j * l + k), writes
 // work = h * m (B, H) (for dLoss/dw2s) and products (B, L) = sum over each leaf's units of g * h
 // (dLoss/dm without the b2s term), and overwrites g with dLoss/dh = g * m, or with
-// dLoss/d(pre-activation) = g * m where h > 0, else 0, when the activation is ReLU. g's and h's
-// rows may be strided (views into wider tensors); work and products are contiguous.
-// Without with_work, work is not written (returned undefined).
-std::tuple<at::Tensor, at::Tensor> leaf_backward_impl(at::Tensor grad_weighted,
-                                                      const at::Tensor& hidden,
-                                                      const at::Tensor& mix, int64_t leaf_width,
-                                                      bool relu, bool with_work) {
+// dLoss/d(pre-activation) = g * m where h > 0, else 0, when the activation is ReLU.
+std::tuple<at::Tensor, at::Tensor> fff_soft_leaf_backward(at::Tensor grad_weighted,
+                                                          const at::Tensor& hidden,
+                                                          const at::Tensor& mix,
+                                                          int64_t leaf_width, bool relu) {
   TORCH_CHECK(hidden.device().is_cpu() && grad_weighted.device().is_cpu() &&
                   mix.device().is_cpu(),
               "fff_soft_leaf_backward: tensors must be on the CPU");
@@ -397,37 +388,31 @@ std::tuple<at::Tensor, at::Tensor> leaf_backward_impl(at::Tensor grad_weighted,
               "fff_soft_leaf_backward: hidden must be (B, L * leaf_width)");
   const int64_t batch = hidden.size(0), width = hidden.size(1), leaves = width / leaf_width;
   for (const at::Tensor* t : {static_cast<const at::Tensor*>(&grad_weighted), &mix}) {
-    TORCH_CHECK(t->scalar_type() == hidden.scalar_type() && t->dim() == 2 &&
-                    t->size(0) == batch,
-                "fff_soft_leaf_backward: grad_weighted and mix must be 2-d tensors in hidden's "
-                "dtype and batch");
+    TORCH_CHECK(t->scalar_type() == hidden.scalar_type() && t->is_contiguous() &&
+                    t->dim() == 2 && t->size(0) == batch,
+                "fff_soft_leaf_backward: grad_weighted and mix must be contiguous 2-d tensors "
+                "in hidden's dtype and batch");
   }
-  TORCH_CHECK(grad_weighted.size(1) == width && mix.size(1) == leaves && mix.is_contiguous(),
-              "fff_soft_leaf_backward: grad_weighted (B, H), hidden (B, H), mix (B, L) "
-              "contiguous");
-  for (const at::Tensor* t : {static_cast<const at::Tensor*>(&grad_weighted), &hidden}) {
-    TORCH_CHECK(t->stride(1) == 1 && t->stride(0) >= width,
-                "fff_soft_leaf_backward: grad_weighted and hidden must have contiguous rows");
-  }
-  TORCH_CHECK(relu || with_work, "fff_soft_leaf_backward: without ReLU work is written");
-  const int64_t grad_stride = grad_weighted.stride(0), hidden_stride = hidden.stride(0);
-  at::Tensor work = with_work ? at::empty({batch, width}, hidden.options()) : at::Tensor();
+  TORCH_CHECK(hidden.is_contiguous() && grad_weighted.size(1) == width &&
+                  mix.size(1) == leaves,
+              "fff_soft_leaf_backward: grad_weighted (B, H), hidden (B, H) contiguous, mix (B, L)");
+  at::Tensor work = at::empty_like(hidden);
   at::Tensor products = at::empty({batch, leaves}, hidden.options());
   AT_DISPATCH_FLOATING_TYPES(hidden.scalar_type(), "fff_soft_leaf_backward", [&] {
     using T = scalar_t;
     T* gp = grad_weighted.data_ptr<T>();
     const T* hp = hidden.data_ptr<T>();
     const T* mp = mix.data_ptr<T>();
-    T* wp = with_work ? work.data_ptr<T>() : nullptr;
+    T* wp = work.data_ptr<T>();
     T* pp = products.data_ptr<T>();
     const int64_t grain = std::max<int64_t>(1, 16384 / width);
     at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
       std::vector<T> spread(width), product(width);
       for (int64_t row = begin; row < end; ++row) {
-        T* g = gp + row * grad_stride;
-        const T* h = hp + row * hidden_stride;
+        T* g = gp + row * width;
+        const T* h = hp + row * width;
         const T* m = mp + row * leaves;
-        T* w = with_work ? wp + row * width : nullptr;
+        T* w = wp + row * width;
         if (leaf_width == 1) {
           std::copy(m, m + leaves, spread.data());
         } else {
@@ -437,13 +422,7 @@ std::tuple<at::Tensor, at::Tensor> leaf_backward_impl(at::Tensor grad_weighted,
         }
         const T* mr = spread.data();
         T* pr = product.data();
-        if (relu && w == nullptr) {
-          for (int64_t i = 0; i < width; ++i) {
-            const T gi = g[i], hi = h[i], mi = mr[i];
-            pr[i] = gi * hi;
-            g[i] = hi <= T(0) ? T(0) : gi * mi;  // as threshold_backward
-          }
-        } else if (relu) {
+        if (relu) {
           for (int64_t i = 0; i < width; ++i) {
             const T gi = g[i], hi = h[i], mi = mr[i];
             w[i] = hi * mi;
@@ -474,11 +453,126 @@ std::tuple<at::Tensor, at::Tensor> leaf_backward_impl(at::Tensor grad_weighted,
   return {work, products};
 }
 
-std::tuple<at::Tensor, at::Tensor> fff_soft_leaf_backward(at::Tensor grad_weighted,
-                                                          const at::Tensor& hidden,
-                                                          const at::Tensor& mix,
-                                                          int64_t leaf_width, bool relu) {
-  return leaf_backward_impl(std::move(grad_weighted), hidden, mix, leaf_width, relu, true);
+// The whole step's leaf side of the forward (ReLU): from the pre-activations (B, H) (rows may be
+// strided; left unchanged) and the mixture (B, L), returns mixed (B, H + L) = [relu(pre) * m of
+// each unit's leaf | m], the left operand of the output product with [w2s; b2s]. The backward
+// needs nothing else of the leaves: relu(pre) > 0 exactly where the weighted unit is > 0 or its
+// leaf's weight is 0, where the unit's gradient is 0 anyway.
+at::Tensor leaf_forward_mixed(const at::Tensor& pre, const at::Tensor& mix, int64_t leaf_width) {
+  const int64_t batch = pre.size(0), width = pre.size(1), leaves = width / leaf_width;
+  TORCH_CHECK(pre.dim() == 2 && pre.stride(1) == 1 && pre.stride(0) >= width &&
+                  width % leaf_width == 0 && mix.is_contiguous() && mix.dim() == 2 &&
+                  mix.size(0) == batch && mix.size(1) == leaves &&
+                  mix.scalar_type() == pre.scalar_type(),
+              "leaf_forward_mixed: pre (B, L * l) with contiguous rows, mix contiguous (B, L)");
+  const int64_t pre_stride = pre.stride(0), out_width = width + leaves;
+  at::Tensor mixed = at::empty({batch, out_width}, pre.options());
+  AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "leaf_forward_mixed", [&] {
+    using T = scalar_t;
+    const T* hp = pre.data_ptr<T>();
+    const T* mp = mix.data_ptr<T>();
+    T* wp = mixed.data_ptr<T>();
+    at::parallel_for(0, batch, std::max<int64_t>(1, 16384 / width), [&](int64_t begin, int64_t end) {
+      std::vector<T> spread(leaf_width > 1 ? width : 0);
+      for (int64_t row = begin; row < end; ++row) {
+        const T* h = hp + row * pre_stride;
+        const T* m = mp + row * leaves;
+        T* w = wp + row * out_width;
+        const T* mr = m;  // each unit's mixture weight
+        if (leaf_width > 1) {
+          for (int64_t j = 0; j < leaves; ++j) {
+            std::fill(spread.data() + j * leaf_width, spread.data() + (j + 1) * leaf_width, m[j]);
+          }
+          mr = spread.data();
+        }
+        for (int64_t i = 0; i < width; ++i) {
+          const T v = h[i] < T(0) ? T(0) : h[i];  // NaN passes through, as torch.relu
+          w[i] = v * mr[i];
+        }
+        std::copy(m, m + leaves, w + width);
+      }
+    });
+  });
+  return mixed;
+}
+
+// The whole step's leaf side of the backward (ReLU), one pass over each row: from g =
+// dLoss/d(weighted) (B, H) (rows may be strided; overwritten with dLoss/d(pre-activation)),
+// mixed (B, H + L) of leaf_forward_mixed and dLoss/d(mixture) through the leaf output biases
+// (B, L) (rows may be strided), returns the leaf terms q = dLoss/dm * m (B, L) for the routing
+// backward and dLoss/db1 (H,), the column sums of dLoss/d(pre-activation) (summed per block of
+// rows and then over blocks in order: the same for any thread count).
+std::tuple<at::Tensor, at::Tensor> leaf_backward_mixed(at::Tensor grad_weighted,
+                                                       const at::Tensor& mixed,
+                                                       const at::Tensor& grad_bias_mix,
+                                                       int64_t leaf_width) {
+  const int64_t batch = grad_weighted.size(0), width = grad_weighted.size(1);
+  const int64_t leaves = width / leaf_width, mixed_width = width + leaves;
+  TORCH_CHECK(grad_weighted.stride(1) == 1 && grad_weighted.stride(0) >= width &&
+                  mixed.is_contiguous() && mixed.size(0) == batch &&
+                  mixed.size(1) == mixed_width && grad_bias_mix.stride(1) == 1 &&
+                  grad_bias_mix.size(0) == batch && grad_bias_mix.size(1) == leaves &&
+                  mixed.scalar_type() == grad_weighted.scalar_type() &&
+                  grad_bias_mix.scalar_type() == grad_weighted.scalar_type(),
+              "leaf_backward_mixed: grad_weighted (B, H), mixed (B, H + L), grad_bias_mix (B, L)");
+  const int64_t g_stride = grad_weighted.stride(0), gb_stride = grad_bias_mix.stride(0);
+  const int64_t rows_per_block = std::max<int64_t>(1, std::min<int64_t>(64, 16384 / width));
+  const int64_t blocks = (batch + rows_per_block - 1) / rows_per_block;
+  at::Tensor terms = at::empty({batch, leaves}, mixed.options());
+  at::Tensor bias_grad = at::empty({width}, mixed.options());
+  std::vector<double> partial(static_cast<size_t>(std::max<int64_t>(blocks, 1) * width), 0.0);
+  AT_DISPATCH_FLOATING_TYPES(mixed.scalar_type(), "leaf_backward_mixed", [&] {
+    using T = scalar_t;
+    T* gp = grad_weighted.data_ptr<T>();
+    const T* wp = mixed.data_ptr<T>();
+    const T* bp = grad_bias_mix.data_ptr<T>();
+    T* qp = terms.data_ptr<T>();
+    at::parallel_for(0, blocks, 1, [&](int64_t block_begin, int64_t block_end) {
+      std::vector<T> spread(leaf_width > 1 ? width : 0), product(width), column(width);
+      for (int64_t block = block_begin; block < block_end; ++block) {
+        std::fill(column.begin(), column.end(), T(0));  // the block's column sums
+        T* sums = column.data();
+        const int64_t end = std::min(batch, (block + 1) * rows_per_block);
+        for (int64_t row = block * rows_per_block; row < end; ++row) {
+          T* g = gp + row * g_stride;
+          const T* w = wp + row * mixed_width;
+          const T* m = w + width;
+          const T* gb = bp + row * gb_stride;
+          const T* mr = m;
+          if (leaf_width > 1) {
+            for (int64_t j = 0; j < leaves; ++j) {
+              std::fill(spread.data() + j * leaf_width, spread.data() + (j + 1) * leaf_width,
+                        m[j]);
+            }
+            mr = spread.data();
+          }
+          T* pr = product.data();
+          for (int64_t i = 0; i < width; ++i) {
+            const T gi = g[i], wi = w[i];
+            pr[i] = gi * wi;
+            const T gpre = wi <= T(0) ? T(0) : gi * mr[i];  // as threshold_backward
+            g[i] = gpre;
+            sums[i] += gpre;
+          }
+          T* q = qp + row * leaves;
+          for (int64_t j = 0; j < leaves; ++j) {
+            T total = T(0);
+            for (int64_t k = 0; k < leaf_width; ++k) total += pr[j * leaf_width + k];
+            q[j] = total + m[j] * gb[j];
+          }
+        }
+        double* block_sums = partial.data() + block * width;
+        for (int64_t i = 0; i < width; ++i) block_sums[i] = static_cast<double>(sums[i]);
+      }
+    });
+    T* out = bias_grad.data_ptr<T>();
+    for (int64_t i = 0; i < width; ++i) {
+      double total = 0.0;
+      for (int64_t block = 0; block < blocks; ++block) total += partial[block * width + i];
+      out[i] = static_cast<T>(total);
+    }
+  });
+  return {terms, bias_grad};
 }
 
 }  // namespace fastff_soft

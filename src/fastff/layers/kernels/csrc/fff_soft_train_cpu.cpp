@@ -136,10 +136,9 @@ Packed check_packed(const c10::optional<at::Tensor>& first,
   return {*first, *first_bias, *second, padded};
 }
 
-// (y, mean node entropy, and for the backward: logits (B, N), mixture (B, L), hidden (B, H),
-// mixed (B, H + L) = [weighted hidden units | mixture]).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-fff_soft_train_forward(
+// (y, mean node entropy, and for the backward: logits (B, N), mixed (B, H + L) = [weighted
+// hidden units | mixture]).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fff_soft_train_forward(
     const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& node_biases,
     const at::Tensor& w1s, const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
     const Packed& packed, const c10::optional<at::Tensor>& swap, int64_t depth) {
@@ -158,9 +157,9 @@ fff_soft_train_forward(
   auto [mixture, entropy_mean] = fastff_soft::fff_soft_routing_forward(logits, swap, depth);
   // [weighted hidden units | mixture] (B, H + L) times [w2s as (H, O); b2s]: the leaf outputs
   // and their biases in one product
-  at::Tensor mixed = fastff_soft::leaf_forward_impl(hidden, mixture, s.leaf_width, true);
+  at::Tensor mixed = fastff_soft::leaf_forward_mixed(hidden, mixture, s.leaf_width);
   at::Tensor y = at::mm(mixed, packed.defined() ? packed.second : second_layer(w2s, b2s, s));
-  return {y, entropy_mean, logits, mixture, hidden, mixed};
+  return {y, entropy_mean, logits, mixed};
 }
 
 // The gradients of (x, node_weights, node_biases, w1s, b1s, w2s, b2s), undefined where needs (in
@@ -171,8 +170,7 @@ std::vector<at::Tensor> fff_soft_train_backward(
     const at::Tensor& grad_y, const at::Tensor& grad_entropy,
     const at::Tensor& x, const at::Tensor& node_weights, const at::Tensor& w1s,
     const at::Tensor& w2s, const at::Tensor& b2s, const at::Tensor& logits,
-    const at::Tensor& mixture, const at::Tensor& hidden, const at::Tensor& mixed,
-    const at::Tensor& packed_first, const at::Tensor& packed_second,
+    const at::Tensor& mixed, const at::Tensor& packed_first, const at::Tensor& packed_second,
     const c10::optional<at::Tensor>& swap, int64_t depth, std::array<bool, 7> needs) {
   const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
   enum { X, NODE_W, NODE_B, W1, B1, W2, B2 };
@@ -185,7 +183,7 @@ std::vector<at::Tensor> fff_soft_train_backward(
   const int64_t padded = packed_first.defined() ? packed_first.size(0) - s.hidden : 0;
   at::Tensor merged_grads;
   at::Tensor grad_pre;  // dLoss/d(weighted), then dLoss/d(pre-activation) (B, H)
-  c10::optional<at::Tensor> grad_mix;  // dLoss/dm (B, L)
+  c10::optional<at::Tensor> leaf_terms;  // q = dLoss/dm * m (B, L)
   if (has_y) {
     const at::Tensor gy = grad_y.contiguous();
     // dLoss/d[weighted | mixture] (B, H + L): the first H + L columns of merged_grads (P >= L)
@@ -201,16 +199,17 @@ std::vector<at::Tensor> fff_soft_train_backward(
       if (needs[W2]) grads[W2] = both.narrow(0, 0, s.hidden).view({s.leaves, s.leaf_width, s.out});
       if (needs[B2]) grads[B2] = both.narrow(0, s.hidden, s.leaves);
     }
-    auto products = std::get<1>(fastff_soft::leaf_backward_impl(
-        grad_pre, hidden, mixture, s.leaf_width, /*relu=*/true, /*with_work=*/false));
-    grad_mix = products.add_(grad_mixed.narrow(1, s.hidden, s.leaves));
-    if (needs[B1]) grads[B1] = grad_pre.sum(0).view({s.leaves, s.leaf_width});
+    auto [terms, bias_grad] = fastff_soft::leaf_backward_mixed(
+        grad_pre, mixed, grad_mixed.narrow(1, s.hidden, s.leaves), s.leaf_width);
+    leaf_terms = terms;
+    if (needs[B1]) grads[B1] = bias_grad.view({s.leaves, s.leaf_width});
   }
   at::Tensor grad_logits;  // (B, N)
   if (routes) {
     c10::optional<at::Tensor> ge;
     if (has_entropy) ge = grad_entropy.to(logits.scalar_type()).contiguous();
-    grad_logits = fastff_soft::fff_soft_routing_backward(logits, swap, grad_mix, mixture, ge, depth);
+    grad_logits =
+        fastff_soft::fff_soft_routing_backward(logits, swap, leaf_terms, c10::nullopt, ge, depth);
     if (needs[NODE_B]) grads[NODE_B] = grad_logits.sum(0).unsqueeze(1);
   }
   const auto leaf_gradient = [&](const at::Tensor& first_grads) {  // (H, D) -> w1s's (L, D, l)
@@ -243,8 +242,8 @@ std::vector<at::Tensor> fff_soft_train_backward(
   return grads;
 }
 
-// Saved for the backward: x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, mixed,
-// packed first, packed second, swap.
+// Saved for the backward: x, node_weights, w1s, w2s, b2s, logits, mixed, packed first, packed
+// second, swap.
 class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
  public:
   static torch::autograd::variable_list forward(
@@ -257,12 +256,11 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
     const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
     const Packed packed = check_packed(first_layer, first_bias, second_layer, node_weights,
                                        node_biases, w1s, b1s, w2s, b2s, s);
-    auto [y, entropy_mean, logits, mixture, hidden, mixed] = fff_soft_train_forward(
+    auto [y, entropy_mean, logits, mixed] = fff_soft_train_forward(
         x, node_weights, node_biases, w1s, b1s, w2s, b2s, packed, swap, depth);
     at::Tensor aux = entropy_mean.sum().mul_(aux_scale);
-    ctx->save_for_backward({x, node_weights, w1s, w2s, b2s, logits, mixture, hidden, mixed,
-                            packed.first, packed.second,
-                            swap.has_value() ? *swap : at::Tensor()});
+    ctx->save_for_backward({x, node_weights, w1s, w2s, b2s, logits, mixed, packed.first,
+                            packed.second, swap.has_value() ? *swap : at::Tensor()});
     ctx->saved_data["depth"] = depth;
     ctx->saved_data["aux_scale"] = aux_scale;
     ctx->mark_non_differentiable({entropy_mean});
@@ -279,7 +277,7 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
     std::array<bool, 7> needs{};
     for (size_t i = 0; i < needs.size(); ++i) needs[i] = ctx->needs_input_grad(i);
     c10::optional<at::Tensor> swap;
-    if (saved[11].defined()) swap = saved[11];
+    if (saved[9].defined()) swap = saved[9];
     // dLoss/d(mean entropy) (N,) = dLoss/daux * aux_scale; none when the loss ignores aux
     const double aux_scale = ctx->saved_data["aux_scale"].toDouble();
     at::Tensor grad_entropy;
@@ -288,8 +286,7 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
     }
     auto result = fff_soft_train_backward(
         grads[0], grad_entropy, saved[0], saved[1], saved[2], saved[3], saved[4], saved[5],
-        saved[6], saved[7], saved[8], saved[9], saved[10], swap,
-        ctx->saved_data["depth"].toInt(), needs);
+        saved[6], saved[7], saved[8], swap, ctx->saved_data["depth"].toInt(), needs);
     result.resize(13);  // the packed tensors, swap, aux_scale and depth get none
     return result;
   }
