@@ -354,15 +354,17 @@ def test_whole_step_runs_under_inference_mode(kernel_calls):
     torch.testing.assert_close(fused_y, composite_y, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("leaf_width", [1, 3, 16])
-def test_whole_step_equals_composite_for_leaf_widths(kernel_calls, leaf_width):
-    """The whole step's leaf passes (one row per leaf unit, spread mixture weights, bias sums
-    per block of rows) at leaf widths 1, 3 and 16, input gradient included; batch 150 spans
-    several row blocks."""
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("leaf_width", "depth"), [(1, 3), (3, 3), (16, 3), (4, 5), (2, 6)])
+def test_whole_step_equals_composite_for_leaf_widths(kernel_calls, leaf_width, depth, dtype):
+    """The whole step's leaf passes at several leaf widths, input gradient included: per-leaf
+    loops (3 leaves, or fewer leaves than a vector holds) and the vectorised rounds that spread
+    mixture weights and sum per leaf (power-of-two widths, 32 or 64 leaves); batch 150 spans
+    several row blocks of the bias sums."""
     torch.manual_seed(leaf_width)
-    fff = FFF(IN, OUT, leaf_width, 3, hardening=1.5).double().train()
-    x = torch.randn(150, IN, dtype=torch.float64)
+    fff = FFF(IN, OUT, leaf_width, depth, hardening=1.5).to(dtype).train()
+    x = torch.randn(150, IN, dtype=dtype)
     with_kernel = _step(fff, x, "fused")
     assert kernel_calls.by_name == {"train_step": 1}
-    tolerance = TOLERANCE[torch.float64]
+    tolerance = TOLERANCE[dtype] if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
     _assert_same_step(with_kernel, _step(fff, x, "composite"), **tolerance)

@@ -64,6 +64,53 @@ int64_t block_rows(int64_t nodes) { return std::max<int64_t>(1, std::min<int64_t
 template <typename T>
 using Vec = at::vec::Vectorized<T>;
 
+// Each of the leaves' mixture weights m[0, L) repeated leaf_width times, into out[0, L * l): by
+// rounds of interleaving with itself (l a power of two and L * l a multiple of 2 * Vec::size())
+// or else one fill per leaf.
+template <typename T>
+void spread_weights(const T* m, int64_t leaves, int64_t leaf_width, T* out) {
+  constexpr int64_t W = Vec<T>::size();
+  const int64_t width = leaves * leaf_width;
+  const bool rounds = (leaf_width & (leaf_width - 1)) == 0 && leaves % W == 0;
+  if (!rounds) {
+    for (int64_t j = 0; j < leaves; ++j) std::fill(out + j * leaf_width, out + (j + 1) * leaf_width, m[j]);
+    return;
+  }
+  std::copy(m, m + leaves, out + width - leaves);  // built in place from the back
+  for (int64_t n = leaves; n < width; n *= 2) {
+    T* source = out + width - n;
+    T* target = out + width - 2 * n;
+    for (int64_t i = 0; i < n; i += W) {  // target may overlap source only behind the reads
+      const Vec<T> v = Vec<T>::loadu(source + i);
+      const auto pair = at::vec::interleave2(v, v);
+      pair.first.store(target + 2 * i);
+      pair.second.store(target + 2 * i + W);
+    }
+  }
+}
+
+// Sums of each leaf's leaf_width consecutive values of row[0, L * l) into row[0, L), in place: by
+// rounds of pairwise sums of deinterleaved vectors (l a power of two and L a multiple of
+// Vec::size()) or else one loop per leaf.
+template <typename T>
+void sum_per_leaf(T* row, int64_t leaves, int64_t leaf_width) {
+  constexpr int64_t W = Vec<T>::size();
+  if ((leaf_width & (leaf_width - 1)) != 0 || leaves % W != 0) {
+    for (int64_t j = 0; j < leaves; ++j) {
+      T total = T(0);
+      for (int64_t k = 0; k < leaf_width; ++k) total += row[j * leaf_width + k];
+      row[j] = total;
+    }
+    return;
+  }
+  for (int64_t n = leaves * leaf_width; n > leaves; n /= 2) {
+    for (int64_t i = 0; i < n; i += 2 * W) {  // writes at i / 2 <= i: behind the reads
+      const auto pair = at::vec::deinterleave2(Vec<T>::loadu(row + i), Vec<T>::loadu(row + i + W));
+      (pair.first + pair.second).store(row + i / 2);
+    }
+  }
+}
+
 // Per-element signs (-1 where swapped) of count <= Vec::size() values starting at swap.
 template <typename T>
 inline Vec<T> swap_signs(const bool* swap, int64_t count) {
@@ -480,14 +527,15 @@ at::Tensor leaf_forward_mixed(const at::Tensor& pre, const at::Tensor& mix, int6
         T* w = wp + row * out_width;
         const T* mr = m;  // each unit's mixture weight
         if (leaf_width > 1) {
-          for (int64_t j = 0; j < leaves; ++j) {
-            std::fill(spread.data() + j * leaf_width, spread.data() + (j + 1) * leaf_width, m[j]);
-          }
+          spread_weights(m, leaves, leaf_width, spread.data());
           mr = spread.data();
         }
-        for (int64_t i = 0; i < width; ++i) {
-          const T v = h[i] < T(0) ? T(0) : h[i];  // NaN passes through, as torch.relu
-          w[i] = v * mr[i];
+        const Vec<T> zero(T(0));
+        for (int64_t i = 0; i < width; i += Vec<T>::size()) {
+          const int64_t count = std::min<int64_t>(Vec<T>::size(), width - i);
+          const Vec<T> hv = Vec<T>::loadu(h + i, count);
+          const Vec<T> relu = Vec<T>::blendv(hv, zero, hv < zero);  // NaN passes, as torch.relu
+          (relu * Vec<T>::loadu(mr + i, count)).store(w + i, count);
         }
         std::copy(m, m + leaves, w + width);
       }
@@ -540,26 +588,24 @@ std::tuple<at::Tensor, at::Tensor> leaf_backward_mixed(at::Tensor grad_weighted,
           const T* gb = bp + row * gb_stride;
           const T* mr = m;
           if (leaf_width > 1) {
-            for (int64_t j = 0; j < leaves; ++j) {
-              std::fill(spread.data() + j * leaf_width, spread.data() + (j + 1) * leaf_width,
-                        m[j]);
-            }
+            spread_weights(m, leaves, leaf_width, spread.data());
             mr = spread.data();
           }
           T* pr = product.data();
-          for (int64_t i = 0; i < width; ++i) {
-            const T gi = g[i], wi = w[i];
-            pr[i] = gi * wi;
-            const T gpre = wi <= T(0) ? T(0) : gi * mr[i];  // as threshold_backward
-            g[i] = gpre;
-            sums[i] += gpre;
+          const Vec<T> zero(T(0));
+          for (int64_t i = 0; i < width; i += Vec<T>::size()) {
+            const int64_t count = std::min<int64_t>(Vec<T>::size(), width - i);
+            const Vec<T> gv = Vec<T>::loadu(g + i, count), wv = Vec<T>::loadu(w + i, count);
+            (gv * wv).store(pr + i, count);
+            // as threshold_backward: zero where the unit is <= 0
+            const Vec<T> gpre =
+                Vec<T>::blendv(gv * Vec<T>::loadu(mr + i, count), zero, wv <= zero);
+            gpre.store(g + i, count);
+            (Vec<T>::loadu(sums + i, count) + gpre).store(sums + i, count);
           }
+          sum_per_leaf(pr, leaves, leaf_width);
           T* q = qp + row * leaves;
-          for (int64_t j = 0; j < leaves; ++j) {
-            T total = T(0);
-            for (int64_t k = 0; k < leaf_width; ++k) total += pr[j * leaf_width + k];
-            q[j] = total + m[j] * gb[j];
-          }
+          for (int64_t j = 0; j < leaves; ++j) q[j] = pr[j] + m[j] * gb[j];
         }
         double* block_sums = partial.data() + block * width;
         for (int64_t i = 0; i < width; ++i) block_sums[i] = static_cast<double>(sums[i]);
