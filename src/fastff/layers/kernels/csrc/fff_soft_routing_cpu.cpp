@@ -196,11 +196,18 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_routing_forward(
           const Vec<T> inside = a <= vbound;  // mask: the clamp is inactive
           Vec<T>::blendv(ventropy_bound, lp + a * small, inside).store(entropy.data() + i, count);
         }
-        double* sums = partial.data() + block * nodes;
-        for (int64_t r = 0; r < rows; ++r) {
+        // the block's entropy sums per node (at most 64 rows, in T), then kept in double
+        T* column = entropy.data();  // row 0 accumulates the others
+        for (int64_t r = 1; r < rows; ++r) {
           const T* h = entropy.data() + r * ld;
-          for (int64_t n = 0; n < nodes; ++n) sums[n] += static_cast<double>(h[n]);
+          for (int64_t n = 0; n < nodes; n += W) {
+            const int64_t count = std::min(W, nodes - n);
+            (Vec<T>::loadu(column + n, count) + Vec<T>::loadu(h + n, count))
+                .store(column + n, count);
+          }
         }
+        double* sums = partial.data() + block * nodes;
+        for (int64_t n = 0; n < nodes; ++n) sums[n] = static_cast<double>(column[n]);
         // mixture, level by level, in place in each output row (children after parents)
         for (int64_t r = 0; r < rows; ++r) {
           const T* left = go_left.data() + r * ld;
