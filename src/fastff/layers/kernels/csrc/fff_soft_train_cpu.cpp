@@ -242,6 +242,29 @@ std::vector<at::Tensor> fff_soft_train_backward(
   return grads;
 }
 
+// The checked forward with the hardening loss aux = aux_scale * sum of the mean node entropies.
+struct Step {
+  at::Tensor y, aux, entropy_mean, logits, mixed;
+  Packed packed;
+};
+
+Step checked_forward(const at::Tensor& x, const at::Tensor& node_weights,
+                     const at::Tensor& node_biases, const at::Tensor& w1s, const at::Tensor& b1s,
+                     const at::Tensor& w2s, const at::Tensor& b2s,
+                     const c10::optional<at::Tensor>& first_layer,
+                     const c10::optional<at::Tensor>& first_bias,
+                     const c10::optional<at::Tensor>& second_layer,
+                     const c10::optional<at::Tensor>& swap, double aux_scale, int64_t depth) {
+  const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
+  Step step;
+  step.packed = check_packed(first_layer, first_bias, second_layer, node_weights, node_biases,
+                             w1s, b1s, w2s, b2s, s);
+  std::tie(step.y, step.entropy_mean, step.logits, step.mixed) = fff_soft_train_forward(
+      x, node_weights, node_biases, w1s, b1s, w2s, b2s, step.packed, swap, depth);
+  step.aux = step.entropy_mean.sum().mul_(aux_scale);
+  return step;
+}
+
 // Saved for the backward: x, node_weights, w1s, w2s, b2s, logits, mixed, packed first, packed
 // second, swap.
 class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
@@ -253,19 +276,17 @@ class SoftTrainStep : public torch::autograd::Function<SoftTrainStep> {
       const c10::optional<at::Tensor>& first_layer, const c10::optional<at::Tensor>& first_bias,
       const c10::optional<at::Tensor>& second_layer, const c10::optional<at::Tensor>& swap,
       double aux_scale, int64_t depth) {
-    const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
-    const Packed packed = check_packed(first_layer, first_bias, second_layer, node_weights,
-                                       node_biases, w1s, b1s, w2s, b2s, s);
-    auto [y, entropy_mean, logits, mixed] = fff_soft_train_forward(
-        x, node_weights, node_biases, w1s, b1s, w2s, b2s, packed, swap, depth);
-    at::Tensor aux = entropy_mean.sum().mul_(aux_scale);
-    ctx->save_for_backward({x, node_weights, w1s, w2s, b2s, logits, mixed, packed.first,
-                            packed.second, swap.has_value() ? *swap : at::Tensor()});
+    const Step step = checked_forward(x, node_weights, node_biases, w1s, b1s, w2s, b2s,
+                                      first_layer, first_bias, second_layer, swap, aux_scale,
+                                      depth);
+    ctx->save_for_backward({x, node_weights, w1s, w2s, b2s, step.logits, step.mixed,
+                            step.packed.first, step.packed.second,
+                            swap.has_value() ? *swap : at::Tensor()});
     ctx->saved_data["depth"] = depth;
     ctx->saved_data["aux_scale"] = aux_scale;
-    ctx->mark_non_differentiable({entropy_mean});
+    ctx->mark_non_differentiable({step.entropy_mean});
     ctx->set_materialize_grads(false);
-    return {y, aux, entropy_mean};
+    return {step.y, step.aux, step.entropy_mean};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -311,13 +332,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fff_soft_train_no_grad(
     const c10::optional<at::Tensor>& first_layer, const c10::optional<at::Tensor>& first_bias,
     const c10::optional<at::Tensor>& second_layer, const c10::optional<at::Tensor>& swap,
     double aux_scale, int64_t depth) {
-  const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
-  const Packed packed = check_packed(first_layer, first_bias, second_layer, node_weights,
-                                     node_biases, w1s, b1s, w2s, b2s, s);
-  auto outputs = fff_soft_train_forward(x, node_weights, node_biases, w1s, b1s, w2s, b2s,
-                                        packed, swap, depth);
-  const at::Tensor& entropy_mean = std::get<1>(outputs);
-  return {std::get<0>(outputs), entropy_mean.sum().mul_(aux_scale), entropy_mean};
+  const Step step = checked_forward(x, node_weights, node_biases, w1s, b1s, w2s, b2s,
+                                    first_layer, first_bias, second_layer, swap, aux_scale,
+                                    depth);
+  return {step.y, step.aux, step.entropy_mean};
 }
 
 }  // namespace
