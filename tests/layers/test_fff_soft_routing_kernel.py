@@ -118,42 +118,6 @@ def test_kernel_ops_read_rows_with_padding(fused_kernel, depth):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("leaf_width", [1, 3, 32])
-def test_leaf_forward_op_equals_the_torch_ops(fused_kernel, leaf_width, dtype):
-    batch, leaves = 37, 8
-    pre = torch.randn(batch, leaves * leaf_width, dtype=dtype)
-    pre[0, 0] = float("nan")
-    mix = torch.rand(batch, leaves, dtype=dtype)
-    expected_hidden = pre.relu()
-    expected = expected_hidden * mix.repeat_interleave(leaf_width, dim=1)
-    weighted = cpu_soft_routing.leaf_forward(pre, mix, leaf_width)
-    torch.testing.assert_close(pre, expected_hidden, equal_nan=True, **TOLERANCE[dtype])
-    torch.testing.assert_close(weighted, expected, equal_nan=True, **TOLERANCE[dtype])
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("relu", [True, False])
-@pytest.mark.parametrize("leaf_width", [1, 3, 32])
-def test_leaf_backward_op_equals_the_torch_ops(fused_kernel, leaf_width, relu, dtype):
-    batch, leaves = 37, 8
-    hidden = torch.randn(batch, leaves * leaf_width, dtype=dtype)
-    hidden = hidden.relu() if relu else hidden
-    mix = torch.rand(batch, leaves, dtype=dtype)
-    grad_weighted = torch.randn(batch, leaves * leaf_width, dtype=dtype)
-    spread = mix.repeat_interleave(leaf_width, dim=1)  # (B, H)
-    expected_grad = grad_weighted * spread
-    if relu:
-        expected_grad = torch.ops.aten.threshold_backward(expected_grad, hidden, 0)
-    expected_products = (grad_weighted * hidden).view(batch, leaves, leaf_width).sum(dim=-1)
-
-    work, products = cpu_soft_routing.leaf_backward(grad_weighted, hidden, mix, leaf_width, relu)
-    tolerance = TOLERANCE[dtype]
-    torch.testing.assert_close(work, hidden * spread, **tolerance)
-    torch.testing.assert_close(products, expected_products, **tolerance)
-    torch.testing.assert_close(grad_weighted, expected_grad, **tolerance)  # in place
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("loss", ["both", "output", "aux"])
 @pytest.mark.parametrize("leak", [0.0, 0.4])
 @pytest.mark.parametrize("depth", range(1, 9))

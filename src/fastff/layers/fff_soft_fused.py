@@ -82,13 +82,9 @@ class SoftFFFFunction(torch.autograd.Function):
         first = w1s.transpose(1, 2).reshape(hidden_width, in_features)
         pre = torch.addmm(b1s.view(-1), x, first.t())  # (B, H)
         mix = mixture.to(pre.dtype)
-        if routing_kernel and _relu_like(activation) and cpu_soft_routing.fuses_leaves(pre):
-            weighted = cpu_soft_routing.leaf_forward(pre, mix, leaf_width)  # ReLU in place
-            hidden = pre
-        else:
-            # ReLU in place: one (B, H) buffer fewer (its backward needs only the output)
-            hidden = torch.relu_(pre) if _relu_like(activation) else activation(pre)
-            weighted = hidden.view(n_inputs, n_leaves, leaf_width) * mix.unsqueeze(-1)
+        # ReLU in place: one (B, H) buffer fewer (its backward needs only the output)
+        hidden = torch.relu_(pre) if _relu_like(activation) else activation(pre)
+        weighted = hidden.view(n_inputs, n_leaves, leaf_width) * mix.unsqueeze(-1)
         second = w2s.reshape(hidden_width, out_features)
         # accumulate in place into mix @ b2s: torch.addmm would copy it first
         y = (mix @ b2s).addmm_(weighted.view(n_inputs, hidden_width), second)
@@ -123,31 +119,15 @@ class SoftFFFFunction(torch.autograd.Function):
             grad_weighted = (grad_y @ second.t()).view(n_inputs, n_leaves, leaf_width)
             if needs[6]:
                 grad_b2s = mix.t() @ grad_y
-            if ctx.routing_kernel and cpu_soft_routing.fuses_leaves(hidden):
-                # one C++ pass: work, the mixture's products and dLoss/dhidden in place
-                grad_hidden = grad_weighted.view(n_inputs, hidden_width)
-                work, leaf_products = cpu_soft_routing.leaf_backward(
-                    grad_hidden, hidden, mix, leaf_width, pre is None
-                )
-                if needs[5]:
-                    grad_w2s = (work.t() @ grad_y).view_as(w2s)
-                del work
-                grad_mix = leaf_products.addmm_(grad_y, b2s.t())  # (B, L)
-                grad_pre = (
-                    grad_hidden
-                    if pre is None  # ReLU: the kernel applied its backward
-                    else _activation_backward(ctx.activation, grad_hidden, hidden, pre)
-                )
-            else:
-                # one (B, H) work buffer: the weighted hidden units (recomputed), then the
-                # products of the mixture's gradient
-                work = torch.mul(hidden3, mix.unsqueeze(-1))
-                if needs[5]:
-                    grad_w2s = (work.view(n_inputs, hidden_width).t() @ grad_y).view_as(w2s)
-                products = torch.mul(grad_weighted, hidden3, out=work)
-                grad_mix = torch.addmm(products.sum(dim=-1), grad_y, b2s.t())  # (B, L)
-                grad_hidden = grad_weighted.mul_(mix.unsqueeze(-1)).view(n_inputs, hidden_width)
-                grad_pre = _activation_backward(ctx.activation, grad_hidden, hidden, pre)
+            # one (B, H) work buffer: the weighted hidden units (recomputed), then the
+            # products of the mixture's gradient
+            work = torch.mul(hidden3, mix.unsqueeze(-1))
+            if needs[5]:
+                grad_w2s = (work.view(n_inputs, hidden_width).t() @ grad_y).view_as(w2s)
+            products = torch.mul(grad_weighted, hidden3, out=work)
+            grad_mix = torch.addmm(products.sum(dim=-1), grad_y, b2s.t())  # (B, L)
+            grad_hidden = grad_weighted.mul_(mix.unsqueeze(-1)).view(n_inputs, hidden_width)
+            grad_pre = _activation_backward(ctx.activation, grad_hidden, hidden, pre)
             if needs[3]:
                 grad_first = grad_pre.t() @ x  # (H, D), neuron-major like w1s's storage
                 grad_w1s = grad_first.view(n_leaves, leaf_width, in_features).transpose(1, 2)

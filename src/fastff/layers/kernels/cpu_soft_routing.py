@@ -4,12 +4,10 @@
 From the node logits z (B, N) the kernel computes, one pass per row, the leaf mixture (B, L) and
 the batch-mean node entropy (N,), and in the backward dLoss/dz (B, N), with the math of the
 torch-op path in :mod:`fastff.layers.fff_soft_fused` (which it replaces on the CPU);
-:func:`leaf_forward` and :func:`leaf_backward` fuse the elementwise leaf side of the forward
-(ReLU) and of the backward; :func:`train_step` runs the whole ReLU training step (matrix products
-and backward included) as one C++ autograd op. CPU
-float32/float64 only; it runs only when the kernel library is loaded in this process (it is
-part of the ``fused_cpu`` library: :mod:`.cpu_build` builds and loads both; a forward pass never
-builds, and ``FASTFF_FUSED_CPU=0`` disables both).
+:func:`train_step` runs the whole ReLU training step (matrix products, leaf passes and backward
+included) as one C++ autograd op. CPU float32/float64 only; it runs only when the kernel library
+is loaded in this process (it is part of the ``fused_cpu`` library: :mod:`.cpu_build` builds and
+loads both; a forward pass never builds, and ``FASTFF_FUSED_CPU=0`` disables both).
 
 Notation as in :mod:`fastff.layers.fff`: B inputs, d = depth, N = 2**d - 1 nodes, L = 2**d leaves.
 """
@@ -34,13 +32,6 @@ def usable(logits: torch.Tensor) -> bool:
         and not torch.compiler.is_compiling()
         and cpu_build.load()
     )
-
-
-def fuses_leaves(hidden: torch.Tensor) -> bool:
-    """Whether :func:`leaf_forward` and :func:`leaf_backward` take these (pre-activation or
-    hidden) units (B, H): CPU float32/float64, contiguous (the library must be loaded: the
-    caller checked :func:`usable`)."""
-    return hidden.device.type == "cpu" and hidden.dtype in DTYPES and hidden.is_contiguous()
 
 
 def forward(
@@ -72,29 +63,6 @@ def backward(
         None if grad_entropy is None else grad_entropy.to(dtype).contiguous(),
         depth,
     )
-
-
-def leaf_forward(pre: torch.Tensor, mix: torch.Tensor, leaf_width: int) -> torch.Tensor:
-    """The leaf side of the forward with a ReLU, one pass over each row: overwrites the
-    pre-activations (B, H) with the hidden units relu(pre) and returns the weighted hidden units
-    (B, H), each times its leaf's mixture weight (mixture (B, L); contiguous, one dtype,
-    float32/float64)."""
-    return torch.ops.fastff.fff_soft_leaf_forward(pre, mix, leaf_width)
-
-
-def leaf_backward(
-    grad_weighted: torch.Tensor,
-    hidden: torch.Tensor,
-    mix: torch.Tensor,
-    leaf_width: int,
-    relu: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The leaf side of the backward, one pass over each row: from dLoss/d(weighted hidden)
-    (B, H), the hidden units (B, H) and the mixture (B, L), all contiguous in one dtype
-    (float32/float64), returns (work = hidden * mixture (B, H), sum over each leaf's units of
-    dLoss/d(weighted) * hidden (B, L)) and overwrites ``grad_weighted`` with dLoss/d(hidden), or
-    with dLoss/d(pre-activation) when ``relu`` (zero where the hidden unit is <= 0)."""
-    return torch.ops.fastff.fff_soft_leaf_backward(grad_weighted, hidden, mix, leaf_width, relu)
 
 
 def runs_whole_step(x: torch.Tensor, parameters: tuple[torch.Tensor, ...]) -> bool:

@@ -22,10 +22,8 @@
 // leaf_grad as the leaf terms q = dLoss/dm * m); grad_entropy (N,) or None. Registered
 // as torch.ops.fastff.fff_soft_routing_forward(logits, swap, depth) -> (mixture, entropy_mean)
 // and torch.ops.fastff.fff_soft_routing_backward(logits, swap, leaf_grad, mixture, grad_entropy,
-// depth) -> grad_logits (B, N). Also the elementwise leaf side of the forward (ReLU) and of the
-// backward, torch.ops.fastff.fff_soft_leaf_forward and fff_soft_leaf_backward (see there), for the
-// Python autograd function, and leaf_forward_mixed and leaf_backward_mixed, the leaf passes of
-// the whole ReLU step in fff_soft_train_cpu.cpp (declared in fff_soft_cpu.h).
+// depth) -> grad_logits (B, N). Also leaf_forward_mixed and leaf_backward_mixed, the elementwise
+// leaf passes of the whole ReLU step in fff_soft_train_cpu.cpp (declared in fff_soft_cpu.h).
 
 // ATen's vector types for the ISA this file is compiled for (cpu_build passes the -m flags);
 // the CPU_CAPABILITY namespace keeps them apart from the ones inside libtorch.
@@ -379,134 +377,6 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
   return ld == nodes ? grad : grad.narrow(1, 0, nodes);
 }
 
-// The leaf side of the forward for a ReLU activation, one pass over each row: the
-// pre-activations (B, H) become the hidden units relu(pre) in place, and the weighted hidden
-// units (B, H) = relu(pre) * m of each unit's leaf (mixture m (B, L), unit k of leaf j at
-// j * l + k) are returned.
-at::Tensor fff_soft_leaf_forward(at::Tensor pre, const at::Tensor& mix, int64_t leaf_width) {
-  TORCH_CHECK(pre.device().is_cpu() && mix.device().is_cpu(),
-              "fff_soft_leaf_forward: tensors must be on the CPU");
-  TORCH_CHECK(pre.scalar_type() == at::kFloat || pre.scalar_type() == at::kDouble,
-              "fff_soft_leaf_forward: pre must be float32 or float64");
-  TORCH_CHECK(leaf_width >= 1 && pre.dim() == 2 && pre.size(1) % leaf_width == 0 &&
-                  pre.is_contiguous(),
-              "fff_soft_leaf_forward: pre must be a contiguous (B, L * leaf_width) tensor");
-  const int64_t batch = pre.size(0), width = pre.size(1), leaves = width / leaf_width;
-  TORCH_CHECK(mix.scalar_type() == pre.scalar_type() && mix.is_contiguous() && mix.dim() == 2 &&
-                  mix.size(0) == batch && mix.size(1) == leaves,
-              "fff_soft_leaf_forward: mix must be a contiguous (B, L) tensor in pre's dtype");
-  at::Tensor weighted = at::empty_like(pre);
-  AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "fff_soft_leaf_forward", [&] {
-    using T = scalar_t;
-    T* hp = pre.data_ptr<T>();
-    const T* mp = mix.data_ptr<T>();
-    T* wp = weighted.data_ptr<T>();
-    const int64_t grain = std::max<int64_t>(1, 16384 / width);
-    at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
-      std::vector<T> spread(width);
-      for (int64_t row = begin; row < end; ++row) {
-        T* h = hp + row * width;
-        const T* m = mp + row * leaves;
-        T* w = wp + row * width;
-        for (int64_t j = 0; j < leaves; ++j) {
-          std::fill(spread.data() + j * leaf_width, spread.data() + (j + 1) * leaf_width, m[j]);
-        }
-        const T* mr = spread.data();
-        for (int64_t i = 0; i < width; ++i) {
-          const T v = h[i] < T(0) ? T(0) : h[i];  // NaN passes through, as torch.relu
-          h[i] = v;
-          w[i] = v * mr[i];
-        }
-      }
-    });
-  });
-  return weighted;
-}
-
-// The leaf side of the backward for the mixture's weights, one pass over each row's hidden units
-// instead of five elementwise passes: from g = dLoss/d(weighted) (B, H), the hidden units h
-// (B, H) and the mixture m (B, L) (H = L * l, unit k of leaf j at j * l + k), writes
-// work = h * m (B, H) (for dLoss/dw2s) and products (B, L) = sum over each leaf's units of g * h
-// (dLoss/dm without the b2s term), and overwrites g with dLoss/dh = g * m, or with
-// dLoss/d(pre-activation) = g * m where h > 0, else 0, when the activation is ReLU.
-std::tuple<at::Tensor, at::Tensor> fff_soft_leaf_backward(at::Tensor grad_weighted,
-                                                          const at::Tensor& hidden,
-                                                          const at::Tensor& mix,
-                                                          int64_t leaf_width, bool relu) {
-  TORCH_CHECK(hidden.device().is_cpu() && grad_weighted.device().is_cpu() &&
-                  mix.device().is_cpu(),
-              "fff_soft_leaf_backward: tensors must be on the CPU");
-  TORCH_CHECK(hidden.scalar_type() == at::kFloat || hidden.scalar_type() == at::kDouble,
-              "fff_soft_leaf_backward: hidden must be float32 or float64");
-  TORCH_CHECK(leaf_width >= 1 && hidden.dim() == 2 && hidden.size(1) % leaf_width == 0,
-              "fff_soft_leaf_backward: hidden must be (B, L * leaf_width)");
-  const int64_t batch = hidden.size(0), width = hidden.size(1), leaves = width / leaf_width;
-  for (const at::Tensor* t : {static_cast<const at::Tensor*>(&grad_weighted), &mix}) {
-    TORCH_CHECK(t->scalar_type() == hidden.scalar_type() && t->is_contiguous() &&
-                    t->dim() == 2 && t->size(0) == batch,
-                "fff_soft_leaf_backward: grad_weighted and mix must be contiguous 2-d tensors "
-                "in hidden's dtype and batch");
-  }
-  TORCH_CHECK(hidden.is_contiguous() && grad_weighted.size(1) == width &&
-                  mix.size(1) == leaves,
-              "fff_soft_leaf_backward: grad_weighted (B, H), hidden (B, H) contiguous, mix (B, L)");
-  at::Tensor work = at::empty_like(hidden);
-  at::Tensor products = at::empty({batch, leaves}, hidden.options());
-  AT_DISPATCH_FLOATING_TYPES(hidden.scalar_type(), "fff_soft_leaf_backward", [&] {
-    using T = scalar_t;
-    T* gp = grad_weighted.data_ptr<T>();
-    const T* hp = hidden.data_ptr<T>();
-    const T* mp = mix.data_ptr<T>();
-    T* wp = work.data_ptr<T>();
-    T* pp = products.data_ptr<T>();
-    const int64_t grain = std::max<int64_t>(1, 16384 / width);
-    at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
-      std::vector<T> spread(width), product(width);
-      for (int64_t row = begin; row < end; ++row) {
-        T* g = gp + row * width;
-        const T* h = hp + row * width;
-        const T* m = mp + row * leaves;
-        T* w = wp + row * width;
-        if (leaf_width == 1) {
-          std::copy(m, m + leaves, spread.data());
-        } else {
-          for (int64_t j = 0; j < leaves; ++j) {
-            std::fill(spread.data() + j * leaf_width, spread.data() + (j + 1) * leaf_width, m[j]);
-          }
-        }
-        const T* mr = spread.data();
-        T* pr = product.data();
-        if (relu) {
-          for (int64_t i = 0; i < width; ++i) {
-            const T gi = g[i], hi = h[i], mi = mr[i];
-            w[i] = hi * mi;
-            pr[i] = gi * hi;
-            g[i] = hi <= T(0) ? T(0) : gi * mi;  // as threshold_backward
-          }
-        } else {
-          for (int64_t i = 0; i < width; ++i) {
-            const T gi = g[i], hi = h[i], mi = mr[i];
-            w[i] = hi * mi;
-            pr[i] = gi * hi;
-            g[i] = gi * mi;
-          }
-        }
-        T* out = pp + row * leaves;
-        if (leaf_width == 1) {
-          std::copy(pr, pr + leaves, out);
-        } else {
-          for (int64_t j = 0; j < leaves; ++j) {
-            T total = T(0);
-            for (int64_t k = 0; k < leaf_width; ++k) total += pr[j * leaf_width + k];
-            out[j] = total;
-          }
-        }
-      }
-    });
-  });
-  return {work, products};
-}
-
 // The whole step's leaf side of the forward (ReLU): from the pre-activations (B, H) (rows may be
 // strided; left unchanged) and the mixture (B, L), returns mixed (B, H + L) = [relu(pre) * m of
 // each unit's leaf | m], the left operand of the output product with [w2s; b2s]. The backward
@@ -635,15 +505,9 @@ TORCH_LIBRARY_FRAGMENT(fastff, m) {
   m.def(
       "fff_soft_routing_backward(Tensor logits, Tensor? swap, Tensor? leaf_grad, "
       "Tensor? mixture, Tensor? grad_entropy, int depth) -> Tensor");
-  m.def("fff_soft_leaf_forward(Tensor(a!) pre, Tensor mix, int leaf_width) -> Tensor");
-  m.def(
-      "fff_soft_leaf_backward(Tensor(a!) grad_weighted, Tensor hidden, Tensor mix, "
-      "int leaf_width, bool relu) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fastff, CPU, m) {
   m.impl("fff_soft_routing_forward", &fastff_soft::fff_soft_routing_forward);
   m.impl("fff_soft_routing_backward", &fastff_soft::fff_soft_routing_backward);
-  m.impl("fff_soft_leaf_forward", &fastff_soft::fff_soft_leaf_forward);
-  m.impl("fff_soft_leaf_backward", &fastff_soft::fff_soft_leaf_backward);
 }
