@@ -91,32 +91,6 @@ def test_kernel_ops_equal_the_torch_ops(fused_kernel, depth, with_swap, dtype):
         torch.testing.assert_close(grad, expected, **tolerance)
 
 
-@pytest.mark.parametrize("depth", [1, 4, 7])
-def test_kernel_ops_read_rows_with_padding(fused_kernel, depth):
-    """The whole step pads its node product to a multiple of 16 columns and hands the routing
-    the first N: rows with a larger stride, whose padding (NaN here) must not leak in."""
-    logits = _logits(67, depth, torch.float64)
-    nodes = logits.shape[1]
-    padded = torch.full((67, nodes + 9), float("nan"), dtype=torch.float64)
-    padded[:, :nodes] = logits
-    strided = padded[:, :nodes]
-    assert not strided.is_contiguous()
-    leaf_grad, grad_entropy = torch.randn(67, nodes + 1, dtype=torch.float64), torch.randn(nodes)
-    expected = cpu_soft_routing.forward(logits, None, depth)
-    results = torch.ops.fastff.fff_soft_routing_forward(strided, None, depth)
-    for result, want in zip(results, expected, strict=True):
-        torch.testing.assert_close(result, want, rtol=0, atol=0)
-    grad = torch.ops.fastff.fff_soft_routing_backward(
-        strided, None, leaf_grad, expected[0], grad_entropy.double(), depth
-    )
-    want = cpu_soft_routing.backward(logits, None, leaf_grad, expected[0], grad_entropy, depth)
-    assert grad.shape == want.shape
-    torch.testing.assert_close(grad, want, rtol=0, atol=0)
-    swap = torch.zeros(67, nodes, dtype=torch.bool)
-    with pytest.raises(RuntimeError, match="must then be contiguous"):
-        torch.ops.fastff.fff_soft_routing_forward(strided, swap, depth)
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("loss", ["both", "output", "aux"])
 @pytest.mark.parametrize("leak", [0.0, 0.4])

@@ -15,9 +15,7 @@
 //   child, dLoss/dz'_n = R_n - (L_n + R_n) c'_n (negated where swapped), minus
 //   dLoss/dH_n / B * z c (1 - c) strictly inside the clamp (dH/dz = -z c (1 - c) there).
 //
-// Shapes: logits (B, N) with N = 2**depth - 1, float32 or float64, contiguous rows (the row
-// stride may exceed N by a little: padded node products, whose padding the elementwise passes
-// also read; then without swap); swap (B, N) bool
+// Shapes: logits (B, N) with N = 2**depth - 1, float32 or float64, contiguous; swap (B, N) bool
 // or None; mixture and leaf_grad (B, L) with L = 2**depth (without the mixture the backward reads
 // leaf_grad as the leaf terms q = dLoss/dm * m); grad_entropy (N,) or None. Registered
 // as torch.ops.fastff.fff_soft_routing_forward(logits, swap, depth) -> (mixture, entropy_mean)
@@ -126,16 +124,14 @@ void check_logits(const at::Tensor& logits, int64_t depth) {
   TORCH_CHECK(depth >= 1 && depth <= 30, "fff_soft_routing: depth must be in [1, 30]");
   TORCH_CHECK(logits.dim() == 2 && logits.size(1) == (int64_t(1) << depth) - 1,
               "fff_soft_routing: logits must be (B, 2**depth - 1)");
-  TORCH_CHECK(logits.stride(1) == 1 && logits.stride(0) >= logits.size(1),
-              "fff_soft_routing: logits must have contiguous rows");
+  TORCH_CHECK(logits.is_contiguous(), "fff_soft_routing: logits must be contiguous");
 }
 
 const bool* swap_data(const c10::optional<at::Tensor>& swap, const at::Tensor& logits) {
   if (!swap.has_value() || !swap->defined()) return nullptr;
   TORCH_CHECK(swap->scalar_type() == at::kBool && swap->sizes() == logits.sizes() &&
-                  swap->is_contiguous() && swap->device().is_cpu() && logits.is_contiguous(),
-              "fff_soft_routing: swap must be a contiguous CPU bool tensor shaped like logits "
-              "(which must then be contiguous)");
+                  swap->is_contiguous() && swap->device().is_cpu(),
+              "fff_soft_routing: swap must be a contiguous CPU bool tensor shaped like logits");
   return swap->data_ptr<bool>();
 }
 
@@ -148,7 +144,6 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_routing_forward(
   check_logits(logits, depth);
   const bool* sw = swap_data(swap, logits);
   const int64_t batch = logits.size(0), nodes = logits.size(1), leaves = nodes + 1;
-  const int64_t ld = logits.stride(0);  // row stride: N, or more for padded rows
   at::Tensor mixture = at::empty({batch, leaves}, logits.options());
   at::Tensor entropy_mean = at::empty({nodes}, logits.options());
   const int64_t rows_per_block = block_rows(nodes);
@@ -168,15 +163,15 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_routing_forward(
         static_cast<T>(std::log1p(e_bound) + bound_d * e_bound / (1.0 + e_bound)));
     const Vec<T> zero(T(0)), one(T(1));
     at::parallel_for(0, blocks, 1, [&](int64_t block_begin, int64_t block_end) {
-      const size_t buffer = static_cast<size_t>(rows_per_block * ld);
+      const size_t buffer = static_cast<size_t>(rows_per_block * nodes);
       std::vector<T> go_left(buffer), go_right(buffer), entropy(buffer);
       for (int64_t block = block_begin; block < block_end; ++block) {
         const int64_t row0 = block * rows_per_block;
         const int64_t rows = std::min(batch, row0 + rows_per_block) - row0;
-        const T* z = zp + row0 * ld;
-        const bool* s = sw == nullptr ? nullptr : sw + row0 * ld;
+        const T* z = zp + row0 * nodes;
+        const bool* s = sw == nullptr ? nullptr : sw + row0 * nodes;
         // elementwise over the block's nodes: c', 1 - c' and the clamped entropy
-        const int64_t span = (rows - 1) * ld + nodes;  // the block's values, with row padding
+        const int64_t span = rows * nodes;  // the block's values
         for (int64_t i = 0; i < span; i += W) {
           const int64_t count = std::min(W, span - i);
           const Vec<T> zv = Vec<T>::loadu(z + i, count);
@@ -197,7 +192,7 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_routing_forward(
         // the block's entropy sums per node (at most 64 rows, in T), then kept in double
         T* column = entropy.data();  // row 0 accumulates the others
         for (int64_t r = 1; r < rows; ++r) {
-          const T* h = entropy.data() + r * ld;
+          const T* h = entropy.data() + r * nodes;
           for (int64_t n = 0; n < nodes; n += W) {
             const int64_t count = std::min(W, nodes - n);
             (Vec<T>::loadu(column + n, count) + Vec<T>::loadu(h + n, count))
@@ -208,8 +203,8 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_routing_forward(
         for (int64_t n = 0; n < nodes; ++n) sums[n] = static_cast<double>(column[n]);
         // mixture, level by level, in place in each output row (children after parents)
         for (int64_t r = 0; r < rows; ++r) {
-          const T* left = go_left.data() + r * ld;
-          const T* right = go_right.data() + r * ld;
+          const T* left = go_left.data() + r * nodes;
+          const T* right = go_right.data() + r * nodes;
           T* m = mp + (row0 + r) * leaves;
           m[0] = left[0];
           m[1] = right[0];
@@ -254,7 +249,6 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
   check_logits(logits, depth);
   const bool* sw = swap_data(swap, logits);
   const int64_t batch = logits.size(0), nodes = logits.size(1), leaves = nodes + 1;
-  const int64_t ld = logits.stride(0);  // row stride: N, or more for padded rows
   const bool has_leaf = leaf_grad.has_value() && leaf_grad->defined();
   const bool has_entropy = grad_entropy.has_value() && grad_entropy->defined();
   // without the mixture, leaf_grad holds the leaf terms q = dLoss/dm * m themselves
@@ -274,7 +268,7 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
                 "the logits' dtype");
   }
   if (!has_leaf && !has_entropy) return at::zeros_like(logits);
-  at::Tensor grad = at::empty({batch, ld}, logits.options());  // narrowed to (B, N) at the end
+  at::Tensor grad = at::empty_like(logits);
   const int64_t rows_per_block = block_rows(nodes);
   const int64_t blocks = (batch + rows_per_block - 1) / rows_per_block;
 
@@ -287,26 +281,26 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
     T* out = grad.data_ptr<T>();
     const Vec<T> vbound(static_cast<T>(std::log((1.0 - 1e-6) / 1e-6))), zero(T(0)), one(T(1));
     // dLoss/dH_n / B (the entropy output is a batch mean), tiled over a block's rows
-    std::vector<T> scale(has_entropy ? static_cast<size_t>(rows_per_block * ld) : 0);
+    std::vector<T> scale(has_entropy ? static_cast<size_t>(rows_per_block * nodes) : 0);
     if (has_entropy) {
       const T* ge = grad_entropy->data_ptr<T>();
       for (int64_t n = 0; n < nodes; ++n) scale[n] = ge[n] / static_cast<T>(batch);
       for (int64_t r = 1; r < rows_per_block; ++r) {
-        std::copy(scale.begin(), scale.begin() + nodes, scale.begin() + r * ld);
+        std::copy(scale.begin(), scale.begin() + nodes, scale.begin() + r * nodes);
       }
     }
     at::parallel_for(0, blocks, 1, [&](int64_t block_begin, int64_t block_end) {
-      const size_t buffer = static_cast<size_t>(rows_per_block * ld);
+      const size_t buffer = static_cast<size_t>(rows_per_block * nodes);
       std::vector<T> decision(buffer), spread(buffer);
       std::vector<T> totals(has_leaf ? static_cast<size_t>(rows_per_block * leaves) : 0);
       for (int64_t block = block_begin; block < block_end; ++block) {
         const int64_t row0 = block * rows_per_block;
         const int64_t rows = std::min(batch, row0 + rows_per_block) - row0;
-        const T* z = zp + row0 * ld;
-        const bool* s = sw == nullptr ? nullptr : sw + row0 * ld;
-        T* g = out + row0 * ld;
+        const T* z = zp + row0 * nodes;
+        const bool* s = sw == nullptr ? nullptr : sw + row0 * nodes;
+        T* g = out + row0 * nodes;
         // c' = sigmoid(z') of the mixture and c (1 - c) = e / (1 + e)**2, e = exp(-|z|)
-        const int64_t span = (rows - 1) * ld + nodes;  // the block's values, with row padding
+        const int64_t span = rows * nodes;  // the block's values
         for (int64_t i = 0; i < span; i += W) {
           const int64_t count = std::min(W, span - i);
           const Vec<T> zv = Vec<T>::loadu(z + i, count);
@@ -330,9 +324,9 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
           }
           for (int64_t r = 0; r < rows; ++r) {
             T* t = totals.data() + r * leaves;
-            const T* c = decision.data() + r * ld;
-            const bool* sr = s == nullptr ? nullptr : s + r * ld;
-            T* gr = g + r * ld;
+            const T* c = decision.data() + r * nodes;
+            const bool* sr = s == nullptr ? nullptr : s + r * nodes;
+            T* gr = g + r * nodes;
             // subtree sums, deepest level first; t[i] of a level overwrites after reading
             for (int64_t level = depth - 1; level >= 0; --level) {
               const int64_t base = (int64_t(1) << level) - 1;
@@ -374,7 +368,7 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
       }
     });
   });
-  return ld == nodes ? grad : grad.narrow(1, 0, nodes);
+  return grad;
 }
 
 // The whole step's leaf side of the forward (ReLU): from the pre-activations (B, H) (rows may be

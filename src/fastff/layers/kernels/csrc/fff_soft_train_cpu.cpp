@@ -61,24 +61,6 @@ at::Tensor first_layer(const at::Tensor& w1s, const Sizes& s) {
   return w1s.transpose(1, 2).reshape({s.hidden, s.in});
 }
 
-// Node logits (B, N) = x node_weights^T + biases. BLAS is much slower for an output width of
-// 2**d - 1 than for the next multiple of 16 (at B = 256, D = 784, N = 15: 2.3x); the product runs
-// on zero-padded copies of the node parameters (N * D values copied, a 1 / B of the product) and
-// the logits are the first N columns of its (B, N padded) result. Region-leak swaps (B, N) need
-// contiguous logits: no padding then.
-at::Tensor node_logits(const at::Tensor& x, const at::Tensor& node_weights,
-                       const at::Tensor& node_biases, bool has_swap) {
-  const int64_t nodes = node_weights.size(0), padded = (nodes + 15) / 16 * 16;
-  if (has_swap || padded == nodes) {
-    return at::addmm(node_biases.reshape({-1}), x, node_weights.t());
-  }
-  at::Tensor weights = at::zeros({padded, node_weights.size(1)}, node_weights.options());
-  at::Tensor biases = at::zeros({padded}, node_biases.options());
-  weights.narrow(0, 0, nodes).copy_(node_weights);
-  biases.narrow(0, 0, nodes).copy_(node_biases.reshape({-1}));
-  return at::addmm(biases, x, weights.t()).narrow(1, 0, nodes);
-}
-
 // [w2s as (H, O); b2s] (H + L, O): the leaf outputs' weights and biases as one matrix.
 at::Tensor second_layer(const at::Tensor& w2s, const at::Tensor& b2s, const Sizes& s) {
   return at::cat({w2s.reshape({s.hidden, s.out}), b2s}, 0);
@@ -143,15 +125,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fff_soft_train_forwar
     const at::Tensor& w1s, const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
     const Packed& packed, const c10::optional<at::Tensor>& swap, int64_t depth) {
   const Sizes s = check_step(x, node_weights, w1s, w2s, b2s, depth);
-  const bool has_swap = swap.has_value() && swap->defined();
   at::Tensor logits, hidden;
   if (packed.defined()) {
     const at::Tensor out = at::addmm(packed.first_bias, x, packed.first.t());  // (B, H + P)
     hidden = out.narrow(1, 0, s.hidden);
-    // contiguous: the routing kernel runs flat over a block's rows, row padding included
+    // the routing kernel reads contiguous logits
     logits = out.narrow(1, s.hidden, s.nodes).contiguous();
   } else {
-    logits = node_logits(x, node_weights, node_biases, has_swap);
+    logits = at::addmm(node_biases.reshape({-1}), x, node_weights.t());
     hidden = at::addmm(b1s.reshape({-1}), x, first_layer(w1s, s).t());  // (B, H)
   }
   auto [mixture, entropy_mean] = fastff_soft::fff_soft_routing_forward(logits, swap, depth);
