@@ -343,8 +343,7 @@ class FFF(nn.Module):
         y, aux, entropy = soft_fff(
             x2d, node_weights, node_biases, self.w1s, self.b1s, self.w2s, self.b2s,
             self.activation, swap, self.soft_implementation == "fused", aux_scale,
-            # the op itself checks that the parameters are still views of these
-            None if torch.compiler.is_compiling() else self.__dict__.get("_packed"),
+            self.__dict__.get("_packed"),  # the op checks that the parameters still view these
         )  # fmt: skip
         # plain attributes: skip nn.Module.__setattr__'s parameter and submodule checks
         self.__dict__["_node_entropy"] = entropy
