@@ -302,13 +302,26 @@ class FFF(nn.Module):
         check_input(x, self.in_features, "FFF")
         x2d = x.reshape(-1, self.in_features)
         dropout_active = self.training and self.dropout > 0.0
-        if self.soft_implementation != "composite" and fusable(
+        if torch.jit.is_tracing():
+            # torch.jit.trace records torch ops, not autograd functions or the C++ step
+            y = self._composite_soft_forward(x2d)
+        elif not x2d.shape[0]:
+            y = self._empty_soft_forward(x2d)
+        elif self.soft_implementation != "composite" and fusable(
             self.activation, dropout_active, self.depth
         ):
             y = self._fused_soft_forward(x2d)
         else:
             y = self._composite_soft_forward(x2d)
         return y.view(*x.shape[:-1], self.out_features)
+
+    def _empty_soft_forward(self, x2d: torch.Tensor) -> torch.Tensor:
+        """The soft forward of no inputs, (0, D) -> (0, O): node_entropy zeros (a mean over no
+        inputs would be NaN) and aux_loss a zero scalar."""
+        y = self._composite_soft_forward(x2d)
+        self._node_entropy = x2d.new_zeros(self.n_nodes, dtype=routing_dtype(x2d.dtype))
+        self._aux_loss = None
+        return y
 
     @property
     def soft_implementation(self) -> str:
@@ -403,6 +416,21 @@ class FFF(nn.Module):
     def _route(self, x2d: torch.Tensor) -> torch.Tensor:
         """Leaf reached by each input, (B, D) -> (B,) long; right where the node logit is >= 0."""
         node_weights, node_biases = self._node_parameters()
+        if torch.is_autocast_enabled(x2d.device.type):
+            # node logits in float32 (at least): autocast would run the einsum in its lower
+            # precision, and a rounded logit near 0 can flip a decision
+            dtype = routing_dtype(torch.promote_types(x2d.dtype, node_weights.dtype))
+            x2d, node_weights = x2d.to(dtype), node_weights.to(dtype)
+            node_biases = node_biases.to(dtype)
+            with torch.autocast(x2d.device.type, enabled=False):
+                return self._walk(x2d, node_weights, node_biases)
+        return self._walk(x2d, node_weights, node_biases)
+
+    def _walk(
+        self, x2d: torch.Tensor, node_weights: torch.Tensor, node_biases: torch.Tensor
+    ) -> torch.Tensor:
+        """Leaf reached by each input (B, D) -> (B,) long, given node_weights (N, D) and
+        node_biases (N, 1) in x2d's dtype."""
         node = torch.zeros(x2d.shape[0], dtype=torch.long, device=x2d.device)  # (B,)
         for _ in range(self.depth):
             logits = torch.einsum("bd,bd->b", x2d, node_weights[node]) + node_biases[node, 0]

@@ -270,6 +270,8 @@ def soft_fff(
     or None.
     """
     parameters = (node_weights, node_biases, w1s, b1s, w2s, b2s)
+    if torch.is_autocast_enabled(x.device.type):
+        return _soft_fff_autocast(x, parameters, activation, swap, routing_kernel, aux_scale)
     if (
         routing_kernel
         and _relu_like(activation)
@@ -279,6 +281,31 @@ def soft_fff(
         depth = w1s.shape[0].bit_length() - 1
         return cpu_soft_routing.train_step(x, parameters, packed, swap, aux_scale, depth)
     y, entropy = SoftFFFFunction.apply(x, *parameters, activation, swap, routing_kernel)
+    return y, entropy.sum() * aux_scale, entropy.detach()
+
+
+def _soft_fff_autocast(
+    x: torch.Tensor,
+    parameters: tuple[torch.Tensor, ...],
+    activation: nn.Module,
+    swap: torch.Tensor | None,
+    routing_kernel: bool,
+    aux_scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`soft_fff` under autocast: what autocast does to the matrix products, done up front.
+
+    x and the parameters are cast to the autocast dtype (bfloat16 or float16; the casts are
+    differentiable, so float32 parameters get float32 gradients) and the step runs with autocast
+    off in that one dtype, as :class:`SoftFFFFunction` (its in-place products need one dtype; the
+    C++ whole-step op takes float32/float64 only). The node logits are converted to the routing
+    dtype (float32) before the mixture and the entropies, so those, their backward and ``aux``
+    stay float32; the C++ routing kernel still runs on them where ``routing_kernel`` allows.
+    """
+    device_type = x.device.type
+    dtype = torch.get_autocast_dtype(device_type)
+    with torch.autocast(device_type, enabled=False):
+        cast = tuple(p.to(dtype) for p in parameters)
+        y, entropy = SoftFFFFunction.apply(x.to(dtype), *cast, activation, swap, routing_kernel)
     return y, entropy.sum() * aux_scale, entropy.detach()
 
 
