@@ -130,3 +130,81 @@ def test_user_error_is_one_line_and_status_2(tmp_path, args, expected):
 @pytest.mark.parametrize(("args", "expected"), GPU_CASES, ids=_ids(GPU_CASES))
 def test_gpu_on_a_machine_without_one_is_one_line(tmp_path, args, expected):
     _check(*_run(tmp_path, args), expected)
+
+
+# ------------------------------------------------------------------ received checkpoints (issue 18)
+def _error_line(proc: subprocess.CompletedProcess) -> str:
+    """The one ``error:`` line of a refused command (status 2, no traceback)."""
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output, output[-3000:]
+    assert proc.returncode == 2, output[-3000:]
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    return line
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+@pytest.fixture(scope="module")
+def crafted(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A genuine fastff checkpoint dict (digits, FFF), built without training."""
+    from crafted_checkpoints import fastff_checkpoint
+
+    return fastff_checkpoint(tmp_path_factory.mktemp("crafted"))
+
+
+FOREIGN_CLI = [
+    ("fastff.eval", "data", "data._target_='numpy.savetxt'"),
+    ("fastff.eval", "layer", "layer._target_='shutil.copyfile'"),
+    ("fastff.eval", "model", "model._target_='logging.basicConfig'"),
+    ("fastff.eval", "nested_activation", "layer.activation._target_='numpy.savetxt'"),
+    ("fastff.export", "layer", "layer._target_='shutil.copyfile'"),
+    ("fastff.export", "nested_in_a_list", "data.affine_scale[1]._target_='builtins.open'"),
+    ("fastff.train", "data", "data._target_='numpy.savetxt'"),
+    ("fastff.train", "partial_layer", "layer._target_='numpy.savetxt'"),
+]
+
+
+@pytest.mark.parametrize(("module", "case", "expected"), FOREIGN_CLI)
+def test_a_checkpoint_naming_foreign_code_is_refused(crafted, tmp_path, module, case, expected):
+    """eval, export and train ckpt_path= refuse a recorded config naming anything but fastff's
+    builders before importing it: one line naming key and value, status 2, no file written."""
+    from crafted_checkpoints import foreign_changes, write_variant
+
+    marker = tmp_path / "marker"
+    ckpt = write_variant(crafted, tmp_path / "foreign.ckpt", foreign_changes(marker)[case])
+    extra = ("logger=none",) if module == "fastff.train" else ()
+    proc = _cli(tmp_path, module, f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'r'}", *extra)
+    line = _error_line(proc)
+    assert line.startswith("error: ckpt_path: ") and expected in line, line
+    assert "refused before importing anything" in line
+    assert not marker.exists()
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("module", ["fastff.eval", "fastff.export", "fastff.train"])
+def test_a_checkpoint_with_wrong_shaped_tensors_is_one_line(crafted, tmp_path, module):
+    from crafted_checkpoints import write_variant
+
+    expected = tuple(crafted["state_dict"]["model.layer.w1s"].shape)
+
+    def shrink(c):
+        c["state_dict"]["model.layer.w1s"] = torch.zeros(3, 5)
+
+    ckpt = write_variant(crafted, tmp_path / "shape.ckpt", shrink)
+    before = ckpt.read_bytes()
+    extra = ("logger=none",) if module == "fastff.train" else ()
+    proc = _cli(tmp_path, module, f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'r'}", *extra)
+    line = _error_line(proc)
+    assert (
+        f"error: ckpt_path: the checkpoint's tensor model.layer.w1s has shape (3, 5), but the "
+        f"model built from the config needs {expected}"
+    ) in line, line
+    assert ckpt.read_bytes() == before

@@ -33,16 +33,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "ckpt_path is required: the checkpoint to evaluate, e.g. "
             "ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt"
         )
-    try:
-        ckpt = read_checkpoint(cfg.ckpt_path)
+    try:  # the recorded config is checked against the allow-list before anything is built
+        run = run_config(read_checkpoint(cfg.ckpt_path))
+        model = load_model(cfg.ckpt_path)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err)) from None
-    run = run_config(ckpt)
     data_cfg = OmegaConf.create(run["data"])
     if cfg.data_dir is not None:
         data_cfg.data_dir = cfg.data_dir
     data = instantiate_or_config_error(data_cfg)
-    model = load_model(cfg.ckpt_path)
     module = ClassifierModule(
         model, optimizer=None, num_classes=data.num_classes, log_soft_accuracy=cfg.log_soft_accuracy
     )

@@ -249,15 +249,15 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
             f"output={cfg.output} must end in .pt2 for format=torch_export "
             "(torch.export.load reads only .pt2 files)"
         )
-    try:
+    try:  # the recorded config is checked against the allow-list before anything is built
         ckpt = read_checkpoint(cfg.ckpt_path)
+        data_cfg = OmegaConf.create(run_config(ckpt)["data"])
+        model = load_model(cfg.ckpt_path)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err)) from None
     input_shape = tuple(int(n) for n in ckpt["hyper_parameters"]["config"]["input_shape"])
-    data_cfg = OmegaConf.create(run_config(ckpt)["data"])
     del ckpt
     output = Path(cfg.output or Path(cfg.paths.output_dir) / f"model{SUFFIXES[cfg.format]}")
-    model = load_model(cfg.ckpt_path)
     example = torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(0))
     export_model(model, example, output, cfg.format)
     run = load_exported(output, cfg.format)

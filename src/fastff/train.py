@@ -27,6 +27,7 @@ from fastff.training.builders import (
     build_module,
     cluster_plugins,
 )
+from fastff.training.checkpoint import check_checkpoint_fits
 from fastff.training.guards import DivergenceGuard, EpochSeeding
 from fastff.training.protocol import PaperProtocol
 from fastff.training.results import provenance
@@ -54,6 +55,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         data = instantiate_or_config_error(cfg.data)
         model = build_model(cfg.model, cfg.layer, data.input_shape, data.num_classes)
         module = build_module(cfg, model, data)
+        if ckpt_path is not None:  # one line naming a mismatched tensor, not Lightning's
+            check_checkpoint_fits(ckpt_path, module)
         results.results |= {"dataset": data.name, "model": cfg.model.get("name")}
         results.results |= {**model_sizes(model), "provenance": provenance()}
 

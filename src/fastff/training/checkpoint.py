@@ -12,6 +12,7 @@ from torch import nn
 
 from fastff.models import layer_builders
 from fastff.models.layer_builders import LAYER_CLASSES
+from fastff.registry import check_recorded_config
 from fastff.training.builders import build_model
 
 
@@ -50,9 +51,38 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def run_config(ckpt: dict) -> dict[str, Any]:
-    """The resolved run config stored in a checkpoint, in today's layout."""
-    run = dict(ckpt["hyper_parameters"]["config"]["run"])
-    run["layer"] = upgrade_layer_config(run["layer"])
+    """The resolved run config stored in a checkpoint, in today's layout, checked against the
+    allow-list (:func:`fastff.registry.check_recorded_config`) before anything is imported.
+
+    Raises:
+        ForeignTargetError: a ``_target_`` in ``data``, ``layer`` or ``model`` (nested ones
+            included) that is not one of fastff's builders, or an interpolation (one line).
+        ValueError: the recorded config is not the shape fastff.train writes.
+    """
+    meta = ckpt["hyper_parameters"]["config"]
+    if not isinstance(meta, dict) or not isinstance(meta.get("run"), dict):
+        raise ValueError(
+            "ckpt_path: the checkpoint holds no run config (hyper_parameters.config.run)"
+        )
+    run = dict(meta["run"])
+    if isinstance(run.get("layer"), dict):
+        run["layer"] = upgrade_layer_config(run["layer"])
+    check_recorded_config(run)
+    shape = meta.get("input_shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+    ):
+        raise ValueError(
+            f"ckpt_path: the checkpoint's input_shape must be a list of positive integers, "
+            f"got {shape!r}"
+        )
+    classes = meta.get("num_classes")
+    if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+        raise ValueError(
+            f"ckpt_path: the checkpoint's num_classes must be a positive integer, got {classes!r}"
+        )
     return run
 
 
@@ -83,8 +113,47 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     model = build_model(config["model"], config["layer"], meta["input_shape"], meta["num_classes"])
     prefix = "model."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    check_state_shapes(state, model.state_dict(), prefix)
     model.load_state_dict(state)
     return model.eval()
+
+
+def check_state_shapes(
+    state: dict[str, Any], expected: dict[str, torch.Tensor], prefix: str = ""
+) -> None:
+    """Raise ValueError (one line) naming the first tensor of ``state`` that the model built from
+    the config (``expected``: its state dict) lacks, has another shape, or is missing (keys
+    reported with ``prefix``)."""
+    for key, value in state.items():
+        if key not in expected:
+            raise ValueError(
+                f"ckpt_path: the checkpoint holds a tensor {prefix}{key} that the model built from "
+                "the config does not have; the weights do not belong to that config"
+            )
+        if not isinstance(value, torch.Tensor) or value.shape != expected[key].shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(
+                f"ckpt_path: the checkpoint's tensor {prefix}{key} has shape {got}, but the model "
+                f"built from the config needs {tuple(expected[key].shape)}; the weights do not "
+                "belong to that config"
+            )
+    missing = [key for key in expected if key not in state]
+    if missing:
+        raise ValueError(
+            f"ckpt_path: the checkpoint lacks the tensor {prefix}{missing[0]} (and "
+            f"{len(missing) - 1} more) that the model built from the config needs"
+        )
+
+
+def check_checkpoint_fits(path: str | os.PathLike, module: nn.Module) -> None:
+    """Raise ConfigError (one line) unless every tensor of the checkpoint at ``path`` has the
+    name and shape of ``module``'s state dict (the LightningModule ``fastff.train`` resumes)."""
+    from fastff.config_checks import ConfigError
+
+    try:
+        check_state_shapes(read_checkpoint(path)["state_dict"], module.state_dict())
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def load_layer(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:

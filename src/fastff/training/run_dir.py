@@ -67,10 +67,12 @@ def resume_checkpoint(config: dict[str, Any], output_dir: Path) -> str | None:
 
 
 def _check_readable(path: str) -> None:
-    from fastff.training.checkpoint import read_checkpoint
+    """A checkpoint to resume from must be a fastff checkpoint whose recorded config passes the
+    allow-list (:func:`fastff.registry.check_recorded_config`), like one fastff.eval loads."""
+    from fastff.training.checkpoint import read_checkpoint, run_config
 
     try:
-        read_checkpoint(path)
+        run_config(read_checkpoint(path))
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err)) from None
 
