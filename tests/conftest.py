@@ -7,10 +7,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 from pipeline_utils import compose_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Triton decides when a kernel is defined whether its interpreter runs it; without CUDA the
+# `triton` tests run fastff's Triton kernels on CPU tensors that way, so set it before anything
+# imports them (fastff imports them only on first use).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -14,15 +14,22 @@ that leaf. One module per strategy:
 - ``gather`` (:mod:`.gather`): one gather per tree level and one leaf gather, with no
   data-dependent shapes: the path ``torch.export`` and ONNX export trace (``fastff.export``).
   Any device and dtype, autograd; ``auto`` never picks it.
+- ``triton`` (:mod:`.triton_hard`, kernels in :mod:`.triton_jit`): one Triton launch, one
+  program per input row (tree walk, then the leaf's two products and activation); CUDA
+  float32/bfloat16/float16, inference only; CPU tensors only in Triton's interpreter
+  (``TRITON_INTERPRET=1``), which ``auto`` never runs. Importing fastff never imports triton.
 
-``auto`` runs the first *preferred* strategy (compiled kernels, in registration order) that can
-compute the call, else ``grouped`` when at least :data:`GROUPED_MIN_INPUTS_PER_LEAF` inputs per
-leaf are expected, else ``plain``. The choice is a function of the layer, the input's shape,
-device and dtype and the grad mode; whether the C++ kernel is usable is decided once per process
-(the first call it could serve loads an existing build, synchronously) and never changes after
-that unless the user builds or loads it explicitly. No strategy, and no choice, starts a process
-or a thread. A CUDA/Triton kernel would be one more module here, registered with
-``preferred=True`` and an ``unsupported`` check that refuses non-CUDA inputs.
+``auto`` runs the first *preferred* strategy (compiled kernels, in registration order: the C++
+kernel on the CPU, ``triton`` on CUDA) that can compute the call, else, on the CPU, ``grouped``
+when at least :data:`GROUPED_MIN_INPUTS_PER_LEAF` inputs per leaf are expected, else ``plain``.
+On CUDA it never picks ``grouped``, whose per-leaf loop reads the leaf counts back to the host:
+there the fallback (gradients required, an activation the kernel lacks, no triton) is ``plain``,
+so every CUDA choice runs without a host synchronisation and can be captured in a CUDA graph.
+The choice is a function of the layer, the input's shape, device and dtype and the grad mode,
+never of values; whether the C++ kernel is usable is decided once per process (the first call it
+could serve loads an existing build, synchronously) and never changes after that unless the user
+builds or loads it explicitly; whether triton imports is decided once per process, at the first
+CUDA call. No strategy, and no choice, starts a process or a thread.
 
 Force a strategy per call with ``layer.hard_forward(x, strategy="grouped")`` or for the eval-mode
 forward with ``layer.hard_strategy = "grouped"``.
@@ -36,7 +43,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from fastff.layers.kernels import cpu_fused, gather, grouped, plain
+from fastff.layers.kernels import cpu_fused, gather, grouped, plain, triton_hard
 
 if TYPE_CHECKING:
     from fastff.layers.fff import FFF
@@ -58,12 +65,15 @@ class Strategy:
         forward: ``(layer, x2d (B, D)) -> (B, O)``.
         unsupported: ``(layer, x2d) -> reason or None``: why it cannot compute this call.
         preferred: ``auto`` runs it wherever it can (compiled kernels).
+        auto_unsupported: for a preferred strategy, why ``auto`` should not pick it for this call
+            (None: ``unsupported`` decides), e.g. ``triton`` on CPU tensors.
     """
 
     name: str
     forward: Callable[[FFF, torch.Tensor], torch.Tensor]
     unsupported: Callable[[FFF, torch.Tensor], str | None] = _runs_everywhere
     preferred: bool = False
+    auto_unsupported: Callable[[FFF, torch.Tensor], str | None] | None = None
 
 
 REGISTRY: dict[str, Strategy] = {}
@@ -82,6 +92,15 @@ register(Strategy("plain", plain.hard_forward))
 register(Strategy("grouped", grouped.hard_forward))
 register(Strategy("fused_cpu", cpu_fused.hard_forward, cpu_fused.unsupported_reason, True))
 register(Strategy("gather", gather.hard_forward))
+register(
+    Strategy(
+        "triton",
+        triton_hard.hard_forward,
+        triton_hard.unsupported_reason,
+        preferred=True,
+        auto_unsupported=triton_hard.auto_unsupported,
+    )
+)
 
 
 def strategy_names() -> tuple[str, ...]:
@@ -99,9 +118,10 @@ def check_strategy(name: object) -> str:
 def select(layer: FFF, x2d: torch.Tensor) -> str:
     """The strategy ``auto`` runs for ``layer`` on the flat batch ``x2d`` (B, D)."""
     for strategy in REGISTRY.values():
-        if strategy.preferred and strategy.unsupported(layer, x2d) is None:
+        check = strategy.auto_unsupported or strategy.unsupported
+        if strategy.preferred and check(layer, x2d) is None:
             return strategy.name
-    if x2d.shape[0] >= GROUPED_MIN_INPUTS_PER_LEAF * layer.n_leaves:
+    if x2d.device.type != "cuda" and x2d.shape[0] >= GROUPED_MIN_INPUTS_PER_LEAF * layer.n_leaves:
         return "grouped"
     return "plain"
 
