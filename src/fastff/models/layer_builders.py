@@ -23,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from fastff.layers import FF, FFF, MoE
+from fastff.layers.quantized_fff import QuantizedFFF
 from fastff.layers.validation import check_int
 
 HOST_ARGUMENTS = ("in_features", "out_features", "device", "dtype")
@@ -214,6 +215,8 @@ def check_config_keys(builder: Callable[..., nn.Module], cfg: Mapping[str, Any])
 def layer_name(layer: nn.Module | type[nn.Module]) -> str:
     """``"fff"``, ``"ff"`` or ``"moe"`` for a layer or layer class."""
     cls = layer if isinstance(layer, type) else type(layer)
+    if issubclass(cls, QuantizedFFF):  # fastff.quantize's FFF
+        return "fff"
     for name, layer_cls in LAYER_CLASSES.items():
         if issubclass(cls, layer_cls):
             return name

@@ -7,9 +7,12 @@ from typing import Any
 from torch import nn
 
 from fastff.layers import FF, FFF, MoE
+from fastff.layers.quantized_fff import QuantizedFFF
 from fastff.models.layer_builders import layer_name
 
-LAYER_TYPES = (FFF, FF, MoE)
+LAYER_TYPES = (FFF, FF, MoE, QuantizedFFF)
+FFF_TYPES = (FFF, QuantizedFFF)
+"""FFF and its quantized form (``fastff.quantize``) have the same size columns."""
 
 
 def hosted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -25,8 +28,8 @@ def layer_sizes(layer: nn.Module) -> dict[str, Any]:
     sizes: dict[str, Any] = {
         "layer": layer_name(layer),
         "width": layer.training_width,
-        "leaf_width": layer.leaf_width if isinstance(layer, FFF) else None,
-        "depth": layer.depth if isinstance(layer, FFF) else None,
+        "leaf_width": layer.leaf_width if isinstance(layer, FFF_TYPES) else None,
+        "depth": layer.depth if isinstance(layer, FFF_TYPES) else None,
         "training_width": layer.training_width,
         "inference_width": layer.inference_width,
         "inference_size": layer.inference_size,

@@ -3,7 +3,10 @@
 One library holds the fused hard forward (``csrc/fff_hard_cpu.cpp``, the ``fused_cpu`` hard
 strategy) and the soft training kernels (``csrc/fff_soft_routing_cpu.cpp``: routing and leaf
 passes; ``csrc/fff_soft_train_cpu.cpp``: the whole ReLU training step; used by the fused soft
-forward, :mod:`fastff.layers.fff_soft_fused`), so one build and one load cover all of them.
+forward, :mod:`fastff.layers.fff_soft_fused`) and the hard forward of a quantized FFF from its
+bfloat16/int8 leaf weights (``csrc/fff_hard_compact_cpu.cpp``, :mod:`.cpu_compact`; it shares
+the tree walk of ``csrc/fff_hard_cpu.h`` with the float kernel), so one build and one load cover
+all of them.
 
 - :func:`build` compiles the kernel in the calling process with ``torch.utils.cpp_extension``
   (the C++ compiler and ninja; 10-60 s) into its own folder of the torch
@@ -41,9 +44,13 @@ import torch
 SOURCE = Path(__file__).parent / "csrc" / "fff_hard_cpu.cpp"
 ROUTING_SOURCE = Path(__file__).parent / "csrc" / "fff_soft_routing_cpu.cpp"
 TRAIN_SOURCE = Path(__file__).parent / "csrc" / "fff_soft_train_cpu.cpp"
-SOURCES = (SOURCE, ROUTING_SOURCE, TRAIN_SOURCE)
+COMPACT_SOURCE = Path(__file__).parent / "csrc" / "fff_hard_compact_cpu.cpp"
+SOURCES = (SOURCE, ROUTING_SOURCE, TRAIN_SOURCE, COMPACT_SOURCE)
 """Compiled into one library."""
-HEADERS = (Path(__file__).parent / "csrc" / "fff_soft_cpu.h",)
+HEADERS = (
+    Path(__file__).parent / "csrc" / "fff_soft_cpu.h",
+    Path(__file__).parent / "csrc" / "fff_hard_cpu.h",
+)
 """Included by the sources: part of the build's identity."""
 DISABLE_ENV = "FASTFF_FUSED_CPU"
 BUILD_COMMAND = "python -m fastff.layers.kernels build"

@@ -30,17 +30,26 @@ def hard_forward(layer: FFF, x2d: torch.Tensor) -> torch.Tensor:
     if layer.depth == 0:  # one leaf: a dense FF, nothing to gather
         hidden = layer.activation(torch.addmm(layer.b1s[0], x2d, layer.w1s[0]))  # (B, l)
         return torch.addmm(layer.b2s[0], hidden, layer.w2s[0])
-    node_weights, node_biases = layer.node_weights, layer.node_biases.reshape(-1)
+    node_weights, node_biases = layer.node_weights, layer.node_biases
     if layer.frozen_tree:
         node_weights, node_biases = node_weights.detach(), node_biases.detach()
-    node = torch.zeros_like(x2d[:, 0], dtype=torch.long)  # (B,) heap index, the root first
-    for _ in range(layer.depth):
-        logits = (x2d * node_weights.index_select(0, node)).sum(-1)  # (B,)
-        logits = logits + node_biases.index_select(0, node)
-        node = 2 * node + 1 + (logits >= 0).long()
-    leaf = node - layer.n_nodes  # (B,)
+    leaf = route(x2d, node_weights, node_biases, layer.depth)  # (B,)
     w1 = layer.w1s.index_select(0, leaf)  # (B, D, l)
     hidden = torch.bmm(x2d.unsqueeze(1), w1).squeeze(1) + layer.b1s.index_select(0, leaf)
     hidden = layer.activation(hidden)  # (B, l)
     w2 = layer.w2s.index_select(0, leaf)  # (B, l, O)
     return torch.bmm(hidden.unsqueeze(1), w2).squeeze(1) + layer.b2s.index_select(0, leaf)
+
+
+def route(
+    x2d: torch.Tensor, node_weights: torch.Tensor, node_biases: torch.Tensor, depth: int
+) -> torch.Tensor:
+    """Leaf reached by each input with one gather per level, (B, D) -> (B,) long; node weights
+    (2**depth - 1, D), biases (2**depth - 1, 1). Right where the node logit is >= 0."""
+    node_biases = node_biases.reshape(-1)
+    node = torch.zeros_like(x2d[:, 0], dtype=torch.long)  # (B,) heap index, the root first
+    for _ in range(depth):
+        logits = (x2d * node_weights.index_select(0, node)).sum(-1)  # (B,)
+        logits = logits + node_biases.index_select(0, node)
+        node = 2 * node + 1 + (logits >= 0).long()
+    return node - (2**depth - 1)
