@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from oracles import fff_hard_oracle, fff_leaf_oracle
+from oracles import fff_hard_oracle, fff_leaf_oracle, moe_gates_oracle
 from torch import nn
 
-from fastff.layers import FFF, kernels
+from fastff.layers import FFF, MoE, kernels, moe_dispatch
 from fastff.layers.kernels import plain
 
 triton = pytest.importorskip("triton")
@@ -227,3 +227,73 @@ def test_kernels_compile_for_nvidia_gpus():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("compiled") == 12, result.stdout
+
+
+# ------------------------------------------------------------------------------ MoE dispatch
+def _pair_oracle(moe: MoE, x2d: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Expert ``indices[n, j]`` on ``x2d[n]`` per pair, a Python loop in float64: (N * k, O)."""
+    rows = []
+    for sample, experts in zip(x2d.double().cpu(), indices.cpu(), strict=True):
+        for expert in experts.tolist():
+            w1, b1 = moe.w1s[expert].double().cpu(), moe.b1s[expert].double().cpu()
+            w2, b2 = moe.w2s[expert].double().cpu(), moe.b2s[expert].double().cpu()
+            rows.append(moe.activation(sample @ w1 + b1) @ w2 + b2)
+    if not rows:
+        return torch.zeros(0, moe.out_features, dtype=torch.float64)
+    return torch.stack(rows)
+
+
+# (experts, expert width, k, N, dtype, in, out)
+MOE_CASES = [
+    (1, 1, 1, 7, torch.float32, 5, 3),
+    (8, 33, 2, 130, torch.float32, 12, 9),
+    (16, 8, 3, 1, torch.bfloat16, 40, 150),
+    (4, 8, 2, 0, torch.float32, 6, 3),
+    (64, 1, 2, 7, torch.bfloat16, 130, 5),
+]
+
+
+@pytest.mark.parametrize(("experts", "width", "k", "n", "dtype", "in_f", "out_f"), MOE_CASES)
+def test_moe_triton_dispatch_equals_oracle_and_sorted(experts, width, k, n, dtype, in_f, out_f):
+    torch.manual_seed(3)
+    moe = MoE(in_f, out_f, experts, width, k=k).to(DEVICE, dtype).eval()
+    x2d = torch.randn(n, in_f, device=DEVICE).to(dtype)
+    indices = torch.randint(0, experts, (n, k), device=DEVICE)
+    with torch.no_grad():
+        pairs = moe_dispatch.run_experts(moe, x2d, indices, "triton")
+        reference = moe_dispatch.run_experts(moe, x2d, indices, "sorted")
+    assert pairs.shape == (n * k, out_f) and pairs.dtype == dtype
+    tol = TOLERANCE[dtype]
+    expected = _pair_oracle(moe, x2d, indices)
+    torch.testing.assert_close(pairs.double().cpu(), expected, rtol=tol, atol=tol)
+    torch.testing.assert_close(pairs.float(), reference.float(), rtol=2 * tol, atol=2 * tol)
+
+
+def test_moe_eval_forward_through_triton():
+    torch.manual_seed(4)
+    moe = MoE(10, 6, 12, 5, k=2, activation="gelu").to(DEVICE).eval()
+    with torch.no_grad():
+        moe.w_gate.normal_()
+    x = torch.randn(3, 7, 10, device=DEVICE)
+    moe.dispatch = "triton"
+    with torch.no_grad():
+        y = moe(x)
+    gates = moe_gates_oracle(moe, x.cpu()).reshape(-1, 12)  # (N, E)
+    indices = gates.topk(2, dim=-1).indices
+    pairs = _pair_oracle(moe, x.reshape(-1, 10), indices).view(-1, 2, 6)
+    expected = (pairs * gates.gather(1, indices).double().unsqueeze(-1)).sum(1)
+    torch.testing.assert_close(y.reshape(-1, 6).double().cpu(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_moe_triton_refusals():
+    moe = MoE(6, 3, 4, 5, k=2, dropout=0.5).to(DEVICE)
+    x = torch.randn(5, 6, device=DEVICE)
+    moe.dispatch = "triton"
+    with torch.no_grad(), pytest.raises(ValueError, match="no dropout"):
+        moe.train()(x)
+    with pytest.raises(ValueError, match="no autograd"):
+        moe.eval()(x)
+    moe.dispatch = "auto"
+    assert moe_dispatch.select(moe.eval(), x) == ("gathered" if DEVICE == "cuda" else "sorted")
+    with torch.no_grad():
+        assert moe_dispatch.select(moe, x) == ("triton" if DEVICE == "cuda" else "sorted")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fastff.layers import moe_dispatch
 from fastff.layers.activations import ActivationSpec, make_activation
 from fastff.layers.moe_gating import (
     NOISE_STD_EPS,
@@ -210,11 +211,22 @@ class MoE(nn.Module):
         check_input(x, self.in_features, "MoE")
         x2d = x.reshape(-1, self.in_features)
         top = self._route(x2d)
-        pair_outputs = self._run_experts(x2d, top.indices)  # (N * k, O)
+        pair_outputs = moe_dispatch.run_experts(self, x2d, top.indices, self.dispatch)  # (N*k, O)
         k, out = self.k, self.out_features
         y = (pair_outputs.view(-1, k, out) * top.gates.to(pair_outputs.dtype).unsqueeze(-1)).sum(1)
         self._lead_shape = tuple(x.shape[:-1])
         return y.reshape(*self._lead_shape, out)
+
+    @property
+    def dispatch(self) -> str:
+        """How ``forward`` evaluates the selected pairs, default ``"auto"`` (see
+        :mod:`fastff.layers.moe_dispatch`: ``"sorted"``, ``"gathered"``, ``"triton"``). Assign a
+        name to force one (ValueError if unknown). Not part of the state_dict."""
+        return self.__dict__.get("_dispatch", "auto")
+
+    @dispatch.setter
+    def dispatch(self, name: str) -> None:
+        self.__dict__["_dispatch"] = moe_dispatch.check_dispatch(name)
 
     def gathered_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The eval-mode forward with fixed shapes: the path ``fastff.export`` traces.
@@ -255,7 +267,10 @@ class MoE(nn.Module):
         if noisy:
             load = prob_in_top_k(clean, noise_std, top, self.k).sum(0)
         else:
-            load = torch.bincount(flat_indices, minlength=num_experts).float()
+            # inputs per expert; index_add, unlike bincount on CUDA, never waits for the host
+            load = clean.new_zeros(num_experts).index_add(
+                0, flat_indices, top.gates.new_ones(1).expand(flat_indices.shape)
+            )
 
         if self.training:
             importance_loss = self.w_importance * cv_squared(importance)
