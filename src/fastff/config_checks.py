@@ -7,6 +7,7 @@ Lightning validates itself when the Trainer is built (precision, accelerator, ..
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fastff.layers import validation
 from fastff.models.layer_builders import BUILDERS, LayerConfigError, check_config_keys
+from fastff.setting_names import unknown_setting_hint
 from fastff.tracking import resolve_wandb_mode
 from fastff.training.module import EPOCH_METRICS
 from fastff.training.protocol import IMPROVEMENTS
@@ -81,6 +83,38 @@ def check_layer_config(layer_cfg: DictConfig) -> None:
         raise ConfigError(str(err)) from None
 
 
+def check_target_keys(cfg: DictConfig, key: str) -> None:
+    """Raise ConfigError when the config node at ``key`` (one with a ``_target_``, e.g.
+    ``optimizer``) holds a setting its target's constructor does not take (usually a typo added
+    with ``+key=value``), naming the closest valid one. Targets that take ``**kwargs`` pass."""
+    node = _get(cfg, key)
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return
+    try:
+        parameters = list(inspect.signature(get_method(node._target_)).parameters.values())
+        forwarded = FORWARDS_KWARGS.get(node._target_)
+        if forwarded is not None:  # **kwargs go on to a function with a fixed signature
+            parameters = [p for p in parameters if p.kind is not p.VAR_KEYWORD]
+            parameters += inspect.signature(get_method(forwarded)).parameters.values()
+    except Exception:  # not importable or no signature: instantiation reports it
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    accepted = [p.name for p in parameters if p.kind is not p.VAR_POSITIONAL]
+    for name in node:
+        if not str(name).startswith("_") and name not in accepted:
+            hint = unknown_setting_hint(str(name), accepted)
+            raise ConfigError(f"{key}.{name}: unknown setting for {node._target_}{hint}")
+
+
+FORWARDS_KWARGS = {"lightning.pytorch.loggers.WandbLogger": "wandb.init"}
+"""Targets whose ``**kwargs`` are passed on to another function (checked against that one)."""
+
+TARGET_GROUPS = ("data", "optimizer", "scheduler.scheduler", "trainer")
+"""Config nodes whose keys are checked against their ``_target_`` (plus every callback and
+logger entry)."""
+
+
 def check_train_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first invalid setting of a training config."""
     try:
@@ -112,4 +146,10 @@ def _check_train_config(cfg: DictConfig) -> None:
             )
     if cfg.get("logger") and cfg.logger.get("wandb"):
         resolve_wandb_mode(cfg.logger.wandb.get("mode"))
+    groups = (
+        *TARGET_GROUPS,
+        *(f"{g}.{name}" for g in ("callbacks", "logger") for name in cfg.get(g) or {}),
+    )
+    for key in groups:
+        check_target_keys(cfg, key)
     check_layer_config(cfg.layer)

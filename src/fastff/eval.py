@@ -9,14 +9,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from fastff.atomic_json import write_json_atomic
 from fastff.config_checks import ConfigError
 from fastff.data.errors import DatasetError
-from fastff.hydra_app import config_dir, exit_on_user_error, instantiate_or_config_error
+from fastff.hydra_app import exit_on_user_error, hydra_entry, instantiate_or_config_error
 from fastff.models.sizes import model_sizes
 from fastff.training.checkpoint import load_model, read_checkpoint, run_config
 from fastff.training.module import ClassifierModule
@@ -73,7 +72,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
+@hydra_entry("eval")
 def main(cfg: DictConfig) -> None:
     """Console script ``fastff-eval``."""
     exit_on_user_error(lambda: evaluate(cfg), (ConfigError, DatasetError))

@@ -28,7 +28,6 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -36,7 +35,7 @@ from torch import nn
 from fastff.atomic_json import write_json_atomic
 from fastff.config_checks import ConfigError
 from fastff.data.errors import DatasetError
-from fastff.hydra_app import config_dir, exit_on_user_error, instantiate_or_config_error
+from fastff.hydra_app import exit_on_user_error, hydra_entry, instantiate_or_config_error
 from fastff.layers import FFF, MoE
 from fastff.training.checkpoint import load_model, read_checkpoint, run_config
 from fastff.training.results import provenance
@@ -292,7 +291,7 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="export")
+@hydra_entry("export")
 def main(cfg: DictConfig) -> None:
     """Console script ``fastff-export``."""
     try:

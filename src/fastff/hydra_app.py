@@ -4,8 +4,10 @@ signals, a quiet console (library chatter goes to the run's log file only)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +25,97 @@ def config_dir() -> str:
     if env:
         return str(Path(env).resolve())
     return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def unknown_override_line(err: BaseException) -> str | None:
+    """The ``error:`` line for Hydra's "Could not override 'a.b'" (a command-line override of a
+    key the composed config does not have, usually a typo), or None for any other error.
+
+    ``layer.leaf_widht=8`` gives ``error: layer.leaf_widht: unknown setting 'leaf_widht' in
+    layer; did you mean leaf_width? ...``; the nearest key is looked up among the keys of the
+    config node the override tried to reach.
+    """
+    from fastff.setting_names import unknown_setting_hint
+
+    cause = err.__cause__
+    match = re.match(r"Could not override '([^']+)'", str(err))
+    if match is None or cause is None:
+        return None
+    override = match.group(1)
+    missing = str(getattr(cause, "key", "") or "")
+    parent = getattr(cause, "parent_node", None)
+    full_key = str(getattr(cause, "full_key", "") or missing)
+    if not missing or parent is None or not hasattr(parent, "keys"):
+        return None
+    where = full_key[: -len(missing) - 1] if full_key.endswith(f".{missing}") else ""
+    place = where or "the top-level config"
+    hint = unknown_setting_hint(missing, parent.keys())
+    return (
+        f"error: {override}: unknown setting {missing!r} in {place}{hint} "
+        f"(`--cfg job` lists the settings; +key=value adds a new one)"
+    )
+
+
+@contextlib.contextmanager
+def _unknown_overrides_as_lines() -> Iterator[None]:
+    """Within the block, Hydra's multi-line "Could not override" error (a misspelt key on the
+    command line) becomes one ``error:`` line and exit status 2 (see
+    :func:`unknown_override_line`); every other error is reported by Hydra as usual.
+
+    Hydra composes the config inside ``hydra._internal.utils.run_and_report``, which prints and
+    exits; there is no public hook before composition, so that function is wrapped here. If a
+    Hydra version no longer has it, Hydra's own message is shown (the tests pin the behaviour).
+    """
+    try:
+        from hydra._internal import utils as hydra_utils
+        from hydra.errors import ConfigCompositionException
+    except ImportError:  # pragma: no cover - another Hydra layout
+        yield
+        return
+    original = getattr(hydra_utils, "run_and_report", None)
+    if original is None:  # pragma: no cover
+        yield
+        return
+
+    def run_and_report(func: Callable[[], Any]) -> Any:
+        def translated() -> Any:
+            try:
+                return func()
+            except ConfigCompositionException as err:
+                line = unknown_override_line(err)
+                if line is None:
+                    raise
+                print(line, file=sys.stderr)
+                sys.exit(2)
+
+        return original(translated)
+
+    hydra_utils.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = original
+
+
+def hydra_entry(config_name: str) -> Callable[[Callable[[Any], T]], Callable[[], T | None]]:
+    """``hydra.main`` over fastff's ``conf/`` (``config_name``: ``train``, ``eval``, ...), with
+    a misspelt command-line key reported as one ``error:`` line naming the closest valid key
+    (exit status 2) instead of Hydra's multi-line "Could not override" message."""
+    import hydra
+
+    def decorate(task: Callable[[Any], T]) -> Callable[[], T | None]:
+        hydra_main = hydra.main(
+            version_base="1.3", config_path=config_dir(), config_name=config_name
+        )(task)
+
+        @functools.wraps(task)
+        def entry() -> T | None:
+            with _unknown_overrides_as_lines():
+                return hydra_main()
+
+        return entry
+
+    return decorate
 
 
 def instantiate_or_config_error(cfg: Any, key: str | None = None, **kwargs: Any) -> Any:
@@ -142,6 +235,7 @@ def _in_multirun() -> bool:
 
 
 def _exit_with_line(line: str, status: int) -> None:
+    quiet_console()  # before a job starts (multirun checks) the console has no filter yet
     log.error("%s", line, extra={FILE_ONLY: True})  # the terminal gets the line below
     print(line, file=sys.stderr)
     sys.exit(status)
@@ -264,6 +358,7 @@ class MultirunReport(_HydraCallback):
         from hydra import compose
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.errors import ConfigCompositionException
 
         from fastff.config_checks import ConfigError, check_train_config
 
@@ -276,6 +371,11 @@ class MultirunReport(_HydraCallback):
                     )
                 except ConfigError as err:
                     _exit_with_line(f"error: job #{num} ({' '.join(overrides)}): {err}", 2)
+                except ConfigCompositionException as err:
+                    line = unknown_override_line(err)
+                    if line is None:
+                        return  # Hydra reports it when it composes the job
+                    _exit_with_line(line, 2)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         if MULTIRUN_FAILURES:

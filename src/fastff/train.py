@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -18,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from fastff.config_checks import ConfigError, check_train_config
 from fastff.data.errors import DatasetError
 from fastff.data.protocol import ProtocolDataModule
-from fastff.hydra_app import config_dir, instantiate_or_config_error, run_entry_point
+from fastff.hydra_app import hydra_entry, instantiate_or_config_error, run_entry_point
 from fastff.models.sizes import model_sizes
 from fastff.training.builders import (
     build_callbacks,
@@ -82,7 +81,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return results.results
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+@hydra_entry("train")
 def main(cfg: DictConfig) -> float | None:
     """Console script ``fastff-train``; returns G_A for Hydra sweepers."""
     if HydraConfig.initialized():

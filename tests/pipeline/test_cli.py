@@ -106,7 +106,7 @@ def test_eval_missing_checkpoint_is_a_clear_error(tmp_path: Path):
         ("layer.activation=nonsense", "error: layer.activation must be"),
         ("layer.region_leak=1.5", "error: layer.region_leak must be a number in [0, 1]"),
         ("layer=moe layer.k=5", "error: layer.k must be"),
-        ("+layer.bogus=1", "error: unknown setting(s) for layer=fff: ['bogus']"),
+        ("+layer.bogus=1", "error: layer.bogus: unknown setting for layer=fff (allowed: "),
         ("trainer.precision=8", "error: trainer: Precision"),
     ],
 )

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from fastff.hydra_app import config_dir, exit_on_user_error
+from fastff.hydra_app import exit_on_user_error, hydra_entry
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="bench")
+@hydra_entry("bench")
 def main(cfg: DictConfig) -> None:
     """Console script ``fastff-bench``: run the configured mode in this run's output dir."""
     from fastff.bench.runner import run, validate

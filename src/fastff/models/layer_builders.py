@@ -25,6 +25,7 @@ from torch import nn
 from fastff.layers import FF, FFF, MoE
 from fastff.layers.quantized_fff import QuantizedFFF
 from fastff.layers.validation import check_int
+from fastff.setting_names import closest_name
 
 HOST_ARGUMENTS = ("in_features", "out_features", "device", "dtype")
 """Constructor arguments the host passes; never part of a layer config."""
@@ -207,8 +208,12 @@ def check_config_keys(builder: Callable[..., nn.Module], cfg: Mapping[str, Any])
     unknown = sorted(key for key in cfg if not key.startswith("_") and key not in allowed)
     if unknown:
         name = layer_name(BUILDERS[builder])
+        keys = ", ".join(f"layer.{key}" for key in unknown)
+        closest = closest_name(unknown[0], allowed) if len(unknown) == 1 else None
+        hint = f"; did you mean {closest}?" if closest else ""
         raise LayerConfigError(
-            f"unknown setting(s) for layer={name}: {unknown}; allowed: {sorted(allowed)}"
+            f"{keys}: unknown setting{'s' if len(unknown) > 1 else ''} for layer={name}{hint} "
+            f"(allowed: {', '.join(sorted(allowed))})"
         )
 
 
