@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
-from fastff.sweep.spec import SweepSpec
+from fastff.sweep.spec import SweepError, SweepSpec
 
 DEFAULT_PROJECT = "fastff"
 
@@ -73,21 +73,44 @@ def run_online(
     runner: Any = subprocess.call,
 ) -> int:
     """Create (or join, with ``sweep_id``) the sweep on the server and run an agent for it;
-    returns the agent's exit status."""
+    returns the agent's exit status.
+
+    Raises:
+        SweepError: no W&B login (``wandb login`` or ``WANDB_API_KEY``), or the server refused
+            or could not be reached; one line that says what to do.
+    """
     import wandb
+    from wandb.errors import AuthenticationError, CommError, UsageError
 
     console = console or Console()
     project = project_for(spec, project)
-    if sweep_id is None:
-        sweep_id = wandb.sweep(sweep=server_config(spec), entity=entity, project=project)
-        console.print(f"Created sweep {sweep_id} from {spec.path}")
-    if entity is None and "/" not in sweep_id:
-        entity = wandb.Api().default_entity
-    path = sweep_path(sweep_id, entity, project)
+    try:
+        if sweep_id is None:
+            sweep_id = wandb.sweep(sweep=server_config(spec), entity=entity, project=project)
+            console.print(f"Created sweep {sweep_id} from {spec.path}")
+        if entity is None and "/" not in sweep_id:
+            entity = wandb.Api().default_entity
+        path = sweep_path(sweep_id, entity, project)
+        url = sweep_url(path)
+    except (UsageError, AuthenticationError) as err:
+        found = "none was found" if isinstance(err, UsageError) else f"{_first_line(err)}"
+        raise SweepError(
+            f"--online needs a W&B login and {found}: run `wandb login` (or set "
+            f"WANDB_API_KEY), or drop --online to run the sweep locally without a server"
+        ) from None
+    except CommError as err:
+        raise SweepError(
+            f"--online: the W&B server did not answer ({_first_line(err)}); check the network "
+            f"and WANDB_BASE_URL, or drop --online to run the sweep locally"
+        ) from None
     command = agent_command(path, count)
-    console.print(f"Sweep: {sweep_url(path)}", soft_wrap=True)
+    console.print(f"Sweep: {url}", soft_wrap=True)
     console.print(
         f"More agents (any machine with fastff and a W&B login): {' '.join(command)}",
         soft_wrap=True,
     )
     return int(runner(command))
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
