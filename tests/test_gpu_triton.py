@@ -153,3 +153,12 @@ def test_compiled_kernels_equal_the_interpreter(tmp_path):
     interpreted = torch.load(tmp_path / "out.pt")
     torch.testing.assert_close(cuda_fff.cpu(), interpreted["fff"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(cuda_pairs.cpu(), interpreted["pairs"], rtol=1e-5, atol=1e-5)
+
+
+def test_cuda_event_timer_measures_device_time():
+    from fastff.bench.timing import CudaEventTimer
+
+    a = torch.randn(2048, 2048, device="cuda")
+    one = CudaEventTimer(lambda: a @ a).blocked_autorange(min_run_time=0.05)
+    four = CudaEventTimer(lambda: [a @ a for _ in range(4)]).blocked_autorange(0.05)
+    assert 0 < one.median < 1e-2 and 2.5 < four.median / one.median < 6

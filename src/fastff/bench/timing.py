@@ -1,4 +1,4 @@
-"""Interleaved, synchronised timing with ``torch.utils.benchmark``."""
+"""Interleaved, synchronised timing: ``torch.utils.benchmark`` on the CPU, CUDA events on CUDA."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -48,6 +49,40 @@ def device_timer(device: torch.device) -> Callable[[], float]:
     return time.perf_counter
 
 
+class CudaEventTimer:
+    """Times a callable on CUDA by events recorded on the current stream around blocks of calls
+    (the device's own clock: no host synchronisation inside a block), with the interface of
+    ``torch.utils.benchmark.Timer.blocked_autorange`` that :func:`time_interleaved` uses."""
+
+    BLOCK_S = 1e-3
+    """A block holds enough calls to last at least this long (launch jitter stays small)."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.call = call
+
+    def _block(self, number: int) -> float:
+        """Seconds of device time for ``number`` calls in a row."""
+        begin = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        begin.record()
+        for _ in range(number):
+            self.call()
+        end.record()
+        end.synchronize()
+        return begin.elapsed_time(end) / 1e3
+
+    def blocked_autorange(self, min_run_time: float) -> SimpleNamespace:
+        """At least three blocks and ``min_run_time`` seconds; ``.median`` seconds per call."""
+        number = 1
+        while (seconds := self._block(number)) < self.BLOCK_S and number < 2**16:
+            number *= 2 if seconds > self.BLOCK_S / 10 else 10
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < 3 or time.perf_counter() - start < min_run_time:
+            times.append(self._block(number) / number)
+        return SimpleNamespace(median=statistics.median(times), number_per_run=number)
+
+
 def warm_up(call: Callable[[], Any], calls: int, budget_s: float) -> None:
     """Run ``call`` up to ``calls`` times (at least once), stopping after ``budget_s`` seconds."""
     start = time.perf_counter()
@@ -79,6 +114,8 @@ def time_interleaved(
         from torch.utils import benchmark
 
     def make_timer(call: Callable[[], Any]) -> Any:
+        if device.type == "cuda":
+            return CudaEventTimer(call)
         return benchmark.Timer(
             stmt="call()", globals={"call": call}, num_threads=threads, timer=device_timer(device)
         )
