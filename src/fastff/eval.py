@@ -17,6 +17,7 @@ from fastff.config_checks import ConfigError
 from fastff.data.errors import DatasetError
 from fastff.hydra_app import exit_on_user_error, hydra_entry, instantiate_or_config_error
 from fastff.models.sizes import model_sizes
+from fastff.quantization import quantize, quantize_option
 from fastff.training.checkpoint import load_model, read_checkpoint, run_config
 from fastff.training.module import ClassifierModule
 from fastff.training.results import percent, provenance
@@ -33,16 +34,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt"
         )
     try:  # the recorded config is checked against the allow-list before anything is built
+        compact = quantize_option(cfg.get("quantize"))
         run = run_config(read_checkpoint(cfg.ckpt_path))
         model = load_model(cfg.ckpt_path)
+        if compact is not None:  # hard inference only: a quantized FFF has no soft path
+            model = quantize(model, compact)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err)) from None
     data_cfg = OmegaConf.create(run["data"])
     if cfg.data_dir is not None:
         data_cfg.data_dir = cfg.data_dir
     data = instantiate_or_config_error(data_cfg)
+    log_soft = cfg.log_soft_accuracy and compact is None
     module = ClassifierModule(
-        model, optimizer=None, num_classes=data.num_classes, log_soft_accuracy=cfg.log_soft_accuracy
+        model, optimizer=None, num_classes=data.num_classes, log_soft_accuracy=log_soft
     )
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
@@ -56,6 +61,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "dataset": data.name,
         "layer": model_sizes(model)["layer"],
+        "quantize": compact,
         "test_acc": percent(tested["test/acc"]),
         "test_acc_soft": percent(tested.get("test/acc_soft")),
         "provenance": provenance(),

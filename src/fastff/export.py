@@ -14,6 +14,11 @@ of the reached node per tree level and one gather of the reached leaf's weights,
 graph evaluates one leaf per input (log-time in the layer's width) with no data-dependent shapes.
 Every MoE is traced on :meth:`fastff.layers.MoE.gathered_forward` (top-k gates, the k experts'
 weights gathered per input).
+
+``quantize=bf16|int8`` exports the model ``fastff.quantize`` makes: every FFF's leaf weights and
+every FF's weights become bfloat16 or int8 initializers (int8 with float32 scales), widened in the
+graph after the gather (a Cast, and a Mul by the gathered scales), so the file is about 2x or 4x
+smaller and ONNX Runtime computes what the quantized torch model computes.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from fastff.config_checks import ConfigError
 from fastff.data.errors import DatasetError
 from fastff.hydra_app import exit_on_user_error, hydra_entry, instantiate_or_config_error
 from fastff.layers import FFF, MoE
+from fastff.layers.quantized_fff import QuantizedFFF
+from fastff.quantization import quantize, quantize_option
 from fastff.training.checkpoint import load_model, read_checkpoint, run_config
 from fastff.training.results import provenance
 
@@ -67,7 +74,7 @@ def export_paths(model: nn.Module) -> Iterator[nn.Module]:
         raise ValueError("export needs the model in eval mode (call model.eval())")
     saved: list[tuple[nn.Module, dict[str, Any]]] = []
     for module in model.modules():
-        if isinstance(module, FFF):
+        if isinstance(module, (FFF, QuantizedFFF)):
             saved.append((module, {k: module.__dict__.get(k) for k in _FFF_SETTINGS}))
             module.eval_path = "hard"
             module.hard_strategy = EXPORT_STRATEGY
@@ -102,14 +109,24 @@ def export_program(model: nn.Module, example: torch.Tensor) -> torch.export.Expo
         return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
 
 
+def external_data_path(path: str | os.PathLike) -> Path:
+    """Where the ONNX exporter puts the weights of a model too large for one ONNX file (the
+    format stops at 2 GB): ``<path>.data`` beside ``<path>``."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.data")
+
+
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike) -> Path:
     """Write ``model`` (eval mode, exportable hard path) as an ONNX file; returns its path.
 
     The graph's input is ``images`` (batch, ...) and its output ``logits`` (batch, classes),
     with the batch dimension named ``batch``. Uses the dynamo exporter (needs ``onnxscript``).
+    The weights are inside the file, so it runs copied alone; only weights too large for ONNX's
+    2 GB limit (over the exporter's 1.5 GB threshold) go to :func:`external_data_path` beside it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    external_data_path(path).unlink(missing_ok=True)  # a stale one of an earlier export
     with (
         torch.no_grad(),
         export_paths(model),
@@ -123,6 +140,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
             output_names=[OUTPUT_NAME],
             dynamo=True,
             dynamic_shapes=({0: BATCH_DIM},),
+            external_data=False,
             verbose=False,
         )
     return path
@@ -249,9 +267,12 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
             "(torch.export.load reads only .pt2 files)"
         )
     try:  # the recorded config is checked against the allow-list before anything is built
+        compact = quantize_option(cfg.get("quantize"))
         ckpt = read_checkpoint(cfg.ckpt_path)
         data_cfg = OmegaConf.create(run_config(ckpt)["data"])
         model = load_model(cfg.ckpt_path)
+        if compact is not None:  # compact initializers; checked against the quantized model
+            model = quantize(model, compact)
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err)) from None
     input_shape = tuple(int(n) for n in ckpt["hyper_parameters"]["config"]["input_shape"])
@@ -259,13 +280,16 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     output = Path(cfg.output or Path(cfg.paths.output_dir) / f"model{SUFFIXES[cfg.format]}")
     example = torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(0))
     export_model(model, example, output, cfg.format)
+    files = [output, *(f for f in [external_data_path(output)] if f.is_file())]
     run = load_exported(output, cfg.format)
     difference = max_abs_difference(model, run, input_shape)
     results: dict[str, Any] = {
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "format": cfg.format,
+        "quantize": compact,
         "output": str(output.resolve()),
-        "size_mb": round(output.stat().st_size / 2**20, 3),
+        "size_mb": round(sum(f.stat().st_size for f in files) / 2**20, 3),
+        "files": [str(f.resolve()) for f in files],
         "input": {"name": INPUT_NAME, "shape": [BATCH_DIM, *input_shape], "dtype": "float32"},
         "output_name": OUTPUT_NAME,
         "max_abs_difference": difference,
@@ -286,6 +310,11 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         f"exported {cfg.ckpt_path} -> {results['output']} ({cfg.format}, "
         f"{results['size_mb']} MB); max |exported - fastff| = {difference:.3g}"
     )
+    if len(files) > 1:
+        print(
+            f"note: the weights exceed ONNX's 2 GB file limit, so they are in {files[1].name} "
+            f"beside {output.name}: copy both files (ONNX Runtime reads the pair)"
+        )
     if results["test_acc"] is not None:
         print(f"test accuracy of the exported model: {results['test_acc']:.2f}%")
     return results

@@ -113,6 +113,11 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     model = build_model(config["model"], config["layer"], meta["input_shape"], meta["num_classes"])
     prefix = "model."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    if meta.get("quantize") is not None:  # written by fastff.quantization: compact tensors
+        from fastff.quantization import check_state_dtypes, quantize, quantize_option
+
+        model = quantize(model, quantize_option(meta["quantize"]))
+        check_state_dtypes(state, model.state_dict(), prefix)
     check_state_shapes(state, model.state_dict(), prefix)
     model.load_state_dict(state)
     return model.eval()
