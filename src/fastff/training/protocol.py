@@ -22,6 +22,9 @@ import lightning as L
 TRAIN_ACC, VAL_ACC = "train_eval/acc", "val/acc"
 IMPROVEMENTS = "protocol/improvements"
 ENTROPY_PREFIX = "train/entropy/"
+HISTORY_EXTRAS = {"val/acc_soft": "val_acc_soft", "train_eval/acc_soft": "train_acc_soft"}
+"""Epoch metrics copied into the history when they were logged: key -> history name."""
+ROUTING_PREFIX = "routing/"
 
 
 @dataclass
@@ -35,7 +38,9 @@ class ProtocolTracker:
     improvements: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     """Per epoch: ``epoch``, ``train_acc``, ``val_acc`` (hard, fractions) and, for FFF models,
-    ``entropy/<layer>/level_<m>``: the epoch's mean node entropy of each hosted FFF per level."""
+    ``entropy/<layer>/level_<m>``: the epoch's mean node entropy of each hosted FFF per level;
+    ``routing/<layer>/{leaves_reached,top_leaf_share,dead_units}`` (``RoutingStats``); the soft
+    mixture's ``val_acc_soft`` and ``train_acc_soft`` where they were measured."""
 
     def update(self, epoch: int, train_acc: float, val_acc: float) -> None:
         """Record 1-based ``epoch`` with its hard accuracies (fractions in [0, 1])."""
@@ -84,14 +89,16 @@ class PaperProtocol(L.Callback):
         metrics = trainer.callback_metrics
         train_acc = float(metrics[TRAIN_ACC]) if TRAIN_ACC in metrics else math.nan
         self.tracker.update(trainer.current_epoch + 1, train_acc, float(metrics[VAL_ACC]))
-        # The epoch's mean node entropy per hosted FFF and tree level (the paper's Figures 5-6).
-        self.tracker.history[-1].update(
-            {
-                key.removeprefix("train/"): float(value)
-                for key, value in metrics.items()
-                if key.startswith(ENTROPY_PREFIX)
-            }
-        )
+        # The epoch's mean node entropy per hosted FFF and tree level (the paper's Figures 5-6),
+        # how the hard tree uses its leaves, and the soft mixture's accuracies.
+        record = self.tracker.history[-1]
+        for key, value in metrics.items():
+            if key.startswith(ENTROPY_PREFIX):
+                record[key.removeprefix("train/")] = float(value)
+            elif key.startswith(ROUTING_PREFIX):
+                record[key] = float(value)
+            elif key in HISTORY_EXTRAS:
+                record[HISTORY_EXTRAS[key]] = float(value)
         pl_module.log(IMPROVEMENTS, float(self.tracker.improvements))
         pl_module.log("protocol/M_A", self.tracker.best_train)
         pl_module.log("protocol/best_val_acc", self.tracker.best_val)
