@@ -208,3 +208,86 @@ def test_a_checkpoint_with_wrong_shaped_tensors_is_one_line(crafted, tmp_path, m
         f"model built from the config needs {expected}"
     ) in line, line
     assert ckpt.read_bytes() == before
+
+
+# ---------------------------------------------------------------------- received sweep states
+def _sweep_with_state(tmp_path: Path, trials: list[dict], parameters: str = "x: {values: [1]}"):
+    """A sweep file of stand-in trials and its state.json under tmp_path/out/fake/."""
+    import json
+
+    from fastff.sweep import load_spec
+    from fastff.sweep.state import SweepState, Trial
+
+    path = tmp_path / "fake.yaml"
+    path.write_text(
+        "name: fake\nmethod: grid\nmetric: {name: score, goal: maximize}\n"
+        f"parameters:\n  {parameters}\n"
+        'command: ["${env}", "${interpreter}", -m, fake_trial, "${args_no_hyphens}"]\n'
+    )
+    spec = load_spec(path)
+    state = SweepState("fake", str(path), spec.fingerprint, "grid", spec.config["metric"])
+    state.trials = [Trial(**t) for t in trials]
+    state_path = tmp_path / "out" / "fake" / "state.json"
+    state.save(state_path)
+    return path, state_path, json.loads(state_path.read_text())
+
+
+def _sweep_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent / "sweep")}
+    return subprocess.run(
+        [sys.executable, "-m", "fastff.sweep", *args, "-o", str(tmp_path / "out")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_state_whose_run_dir_is_outside_the_sweep_deletes_nothing(tmp_path, dry_run):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "marker.txt").write_text("keep me")
+    trial = {"id": "0001", "params": {"x": 1}, "run_dir": str(home), "status": "running"}
+    path, _, _ = _sweep_with_state(tmp_path, [trial])
+    proc = _sweep_cli(tmp_path, str(path), *(["--dry-run"] if dry_run else []))
+    line = _error_line(proc)
+    assert f"trial 0001 has run_dir={str(home)!r}" in line and "nothing was deleted" in line
+    assert (home / "marker.txt").read_text() == "keep me"
+
+
+def test_a_state_with_a_foreign_target_runs_nothing(tmp_path):
+    marker = tmp_path / "marker"
+    payload = "{_target_:numpy.savetxt,fname:'" + str(marker) + "',X:[1.0]}"
+    trial = {
+        "id": "0001",
+        "params": {"act": payload},
+        "run_dir": str((tmp_path / "out" / "fake" / "trials" / "0001").resolve()),
+    }
+    path, _, _ = _sweep_with_state(tmp_path, [trial], "act: {values: [relu]}")
+    line = _error_line(_sweep_cli(tmp_path, str(path)))
+    assert "trial 0001: act._target_='numpy.savetxt' is not one of fastff's builders" in line
+    assert not marker.exists() and not (tmp_path / "out" / "fake" / "trials").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "wrong_types"])
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_an_unreadable_sweep_state_is_one_line(tmp_path, damage, dry_run):
+    import json
+
+    trial = {"id": "0001", "params": {"x": 1}, "run_dir": "", "status": "finished"}
+    path, state_path, data = _sweep_with_state(tmp_path, [trial])
+    text = state_path.read_text()
+    if damage == "truncated":
+        state_path.write_text(text[: len(text) // 2])
+    elif damage == "empty":
+        state_path.write_text("")
+    else:
+        data["trials"][0]["params"] = ["x", 1]
+        state_path.write_text(json.dumps(data))
+    broken = state_path.read_bytes()
+    line = _error_line(_sweep_cli(tmp_path, str(path), *(["--dry-run"] if dry_run else [])))
+    assert f"error: the sweep state {state_path} is unreadable (" in line
+    assert "run with --new to start over" in line
+    assert state_path.read_bytes() == broken

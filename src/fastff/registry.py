@@ -82,7 +82,7 @@ def _all_conf_targets(conf: Path) -> frozenset[str]:
     found: set[str] = set()
     for path in conf.rglob("*.yaml"):
         data = yaml.safe_load(path.read_text())
-        found.update(value for key, value in _targets(data, "") if isinstance(value, str))
+        found.update(value for key, value in iter_targets(data, "") if isinstance(value, str))
     return frozenset(found)
 
 
@@ -92,7 +92,7 @@ def conf_targets() -> frozenset[str]:
     return _all_conf_targets(_conf_dir()) | nested_targets()
 
 
-def _targets(node: Any, key: str) -> Iterator[tuple[str, Any]]:
+def iter_targets(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
     """Every ``(dotted key, value)`` of a ``_target_`` entry in ``node`` (dicts and lists)."""
     if isinstance(node, Mapping):
         for name, value in node.items():
@@ -100,10 +100,10 @@ def _targets(node: Any, key: str) -> Iterator[tuple[str, Any]]:
             if name == TARGET:
                 yield child, value
             else:
-                yield from _targets(value, child)
+                yield from iter_targets(value, child)
     elif isinstance(node, (list, tuple)):
         for index, value in enumerate(node):
-            yield from _targets(value, f"{key}[{index}]")
+            yield from iter_targets(value, f"{key}[{index}]")
 
 
 def _strings(node: Any, key: str) -> Iterator[tuple[str, str]]:
@@ -136,7 +136,7 @@ def check_targets(
 ) -> None:
     """Raise ForeignTargetError for the first ``_target_`` in ``node`` (its dotted key prefixed
     by ``key``) that is not in ``allowed``; ``what`` says which builders those are."""
-    for where, value in _targets(node, key):
+    for where, value in iter_targets(node, key):
         if not isinstance(value, str) or value not in allowed:
             raise ForeignTargetError(
                 f"{source}: {where}={value!r} is not one of fastff's {what} "
@@ -173,3 +173,38 @@ def check_recorded_config(run: Mapping[str, Any], source: str = "ckpt_path") -> 
         for name, value in cfg.items():
             if name != TARGET:
                 check_targets(value, f"{group}.{name}", nested, source, "nested builders")
+
+
+def override_targets(overrides: list[str]) -> Iterator[tuple[str, Any]]:
+    """Every ``(dotted key, value)`` of a ``_target_`` that Hydra command-line overrides
+    (``key=value``) carry, read as Hydra reads them: a key ending in ``_target_``, and entries
+    of dict or list values. An override Hydra cannot parse is skipped: the command it reaches
+    stops on it before anything is instantiated."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for text in overrides:
+        try:
+            (override,) = parser.parse_overrides([text])
+            value = override.value()
+        except (HydraException, ValueError):
+            continue
+        key = override.key_or_group
+        if key.rsplit(".", 1)[-1] == TARGET:
+            yield key, value
+        yield from iter_targets(value, key)
+
+
+def check_override_targets(
+    overrides: list[str], allowed: frozenset[str] | set[str], source: str
+) -> None:
+    """Raise ForeignTargetError (one line naming ``source``, the key and the value) for the
+    first ``_target_`` the overrides carry (:func:`override_targets`) that is not in
+    ``allowed``."""
+    for where, target in override_targets(overrides):
+        if not isinstance(target, str) or target not in allowed:
+            raise ForeignTargetError(
+                f"{source}: {where}={target!r} is not one of fastff's builders "
+                f"({sorted(allowed)}); refused before running anything"
+            )

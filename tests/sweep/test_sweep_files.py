@@ -106,3 +106,19 @@ def test_no_grid_runs_the_same_configuration_twice(path):
             configs[key] = point
     n_seeds = len(spec.parameters["seed"]["values"]) if "seed" in spec.parameters else 1
     assert len(configs) * n_seeds == len(points)
+
+
+def test_the_yaml_examples_of_sweeps_readme_are_valid_yaml():
+    """What a user copies from sweeps/README.md parses, and its command is the files' own."""
+    import re
+
+    import yaml
+
+    text = (ROOT / "sweeps" / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    assert blocks
+    for block in blocks:
+        parsed = yaml.safe_load(block)
+        if isinstance(parsed, dict) and "command" in parsed:
+            assert parsed["command"][:2] == ["${env}", "${interpreter}"]
+            assert parsed["command"][-1] == "${args_no_hyphens}"

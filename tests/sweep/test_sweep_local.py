@@ -131,8 +131,8 @@ def test_early_terminate_is_refused_with_a_reason(write_sweep, tmp_path):
 def test_dry_run_lists_trials_and_runs_nothing(write_sweep, tmp_path):
     path = write_sweep({"x": {"values": [1, 2, 3]}, "tags": {"values": ["[a,b]", "[c]"]}})
     console = Console(record=True, width=200)
-    trials = dry_run(load_spec(path), tmp_path, console=console)
-    assert len(trials) == 6 and not (tmp_path / "fake").exists()
+    trials, failures = dry_run(load_spec(path), tmp_path, console=console)
+    assert len(trials) == 6 and not failures and not (tmp_path / "fake").exists()
     text = console.export_text()
     assert "6 trials, 6 to run" in text
     assert "[a,b]" in text  # parameter values are shown as they are, not read as rich markup

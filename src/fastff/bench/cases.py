@@ -19,9 +19,22 @@ from torch import nn
 from fastff.layers import MoE
 from fastff.layers.validation import check_choice
 
-IMPLEMENTATIONS = ("ff", "fff", "moe", "reference", "ff_onnx", "fff_onnx")
+IMPLEMENTATIONS = (
+    "ff",
+    "fff",
+    "moe",
+    "reference",
+    "ff_onnx",
+    "fff_onnx",
+    "ff_bf16",
+    "ff_int8",
+    "fff_bf16",
+    "fff_int8",
+)
 """Config names of the implementations; their result columns are ``COLUMN[name]``. ``ff_onnx``
-and ``fff_onnx``: FF and FFF exported to ONNX and run in ONNX Runtime (eval modes only)."""
+and ``fff_onnx``: FF and FFF exported to ONNX and run in ONNX Runtime (eval modes only).
+``ff_bf16`` ... ``fff_int8``: FF and FFF with compact weights (``fastff.quantize``; eval modes
+only, see :mod:`fastff.bench.compact`)."""
 COLUMN = {
     "ff": "FF",
     "fff": "FFF",
@@ -29,6 +42,10 @@ COLUMN = {
     "reference": "ref",
     "ff_onnx": "FF_onnx",
     "fff_onnx": "FFF_onnx",
+    "ff_bf16": "FF_bf16",
+    "ff_int8": "FF_int8",
+    "fff_bf16": "FFF_bf16",
+    "fff_int8": "FFF_int8",
 }
 
 Builder = Callable[[dict[str, nn.Module]], nn.Module]
@@ -46,6 +63,8 @@ class Implementation:
         flops: floating-point operations of one timed call (2 per multiply-add).
         build: returns the module on the CPU in float32 (the runner moves it).
         shares_weights_with: name of an implementation whose weights it reuses (no extra memory).
+        derived_from: name of an implementation it is made from when that is built too (the
+            compact columns: quantized from the float layer's weights), so it is built after it.
     """
 
     name: str
@@ -53,6 +72,7 @@ class Implementation:
     flops: float
     build: Builder
     shares_weights_with: str | None = None
+    derived_from: str | None = None
 
 
 @dataclass
@@ -93,7 +113,14 @@ class Case:
     def build(self, names: list[str]) -> dict[str, nn.Module]:
         """Build the named implementations in order (weight sharers after their source)."""
         modules: dict[str, nn.Module] = {}
-        order = sorted(names, key=lambda n: self.implementations[n].shares_weights_with is not None)
+        implementations = self.implementations
+        order = sorted(
+            names,
+            key=lambda n: (
+                implementations[n].shares_weights_with is not None
+                or implementations[n].derived_from is not None
+            ),
+        )
         for name in order:
             modules[name] = self.implementations[name].build(modules)
         return modules

@@ -35,16 +35,22 @@ def oracle_rows(layer: FFF, x2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return torch.stack(outputs), torch.tensor(margins, dtype=torch.float64)
 
 
-def check_fff_hard(layer: FFF, x2d: torch.Tensor, strategy: str, rows: int) -> str | None:
+def check_fff_hard(
+    layer: nn.Module, x2d: torch.Tensor, strategy: str, rows: int, oracle_layer: FFF | None = None
+) -> str | None:
     """Compare the timed strategy with the plain path on all of ``x2d`` and with the per-row
     oracle on its first ``rows`` rows. Rows that differ must sit on a near-tie (a logit within
-    rounding of 0), and at most 1 % of them may. Returns None if correct, else the reason."""
+    rounding of 0), and at most 1 % of them may. Returns None if correct, else the reason.
+
+    ``layer``: an FFF, or a quantized FFF with ``oracle_layer`` its dequantized FFF (the oracle
+    walks that; default ``layer``)."""
     dtype = x2d.dtype
+    oracle_layer = layer if oracle_layer is None else oracle_layer
     with torch.inference_mode():
         fast = layer.hard_forward(x2d, strategy)
         plain = layer.hard_forward(x2d, "plain")
     checked = x2d[:rows]
-    expected, margins = oracle_rows(layer, checked.cpu())
+    expected, margins = oracle_rows(oracle_layer, checked.cpu())
     references = {"plain path": (plain, None), "oracle": (expected, margins)}
     for label, (reference, ref_margins) in references.items():
         count = reference.shape[0]
@@ -63,7 +69,7 @@ def check_fff_hard(layer: FFF, x2d: torch.Tensor, strategy: str, rows: int) -> s
         if bad.sum() > max(1, count // 100):
             return failure
         if ref_margins is None:
-            _, ref_margins = oracle_rows(layer, x2d[bad.to(x2d.device)].cpu())
+            _, ref_margins = oracle_rows(oracle_layer, x2d[bad.to(x2d.device)].cpu())
         else:
             ref_margins = ref_margins[bad]
         if not (ref_margins < TIE_TOLERANCE.get(dtype, 1e-5)).all():

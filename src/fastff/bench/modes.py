@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastff.bench import compact
 from fastff.bench.cases import Case, Implementation, bytes_of, flops, macs_per_input, n_params
 from fastff.layers import FFF
 from fastff.layers.fff import PARAMETER_NAMES
@@ -159,6 +160,11 @@ def _case(
                 source = name.removesuffix("_onnx")
                 build = partial(_onnx_layer, source, factories[source], d, o)
                 implementations[name] = replace(costed[source], name=name, build=build)
+        for name in compact.IMPLEMENTATIONS:  # FF and FFF with bf16 / int8 weights
+            if name in wanted:
+                source, _ = compact.source_and_format(name)
+                make_float = partial(factories[source], d, o)
+                implementations[name] = compact.implementation(name, costed[source], make_float)
     return Case(
         mode=mode,
         params={
@@ -278,3 +284,25 @@ def training_step_vit(cfg: Mapping[str, Any], wanted: list[str]) -> list[Case]:
                 )
             )
     return cases
+
+
+@register_mode("compact")
+def compact_weights(cfg: Mapping[str, Any], wanted: list[str]) -> list[Case]:
+    """Compact leaf weights (issue 23's goals): a 768 -> 768 layer, leaf width l, the given
+    depths, FFF float32 vs bf16 vs int8 (``fff_bf16``, ``fff_int8``) and FF likewise
+    (``ff_bf16``, ``ff_int8``): time only the implementations listed in ``implementations``."""
+    return [
+        _case(
+            "compact",
+            wanted,
+            d=cfg["in_features"],
+            o=cfg["out_features"],
+            leaf=cfg["leaf_width"],
+            depth=depth,
+            batch=batch,
+            training=False,
+            moe_k=cfg["moe_k"],
+        )
+        for batch in cfg["batch_sizes"]
+        for depth in cfg["depths"]
+    ]

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fastff.bench import compact
 from fastff.bench.cases import COLUMN
 
 TIME_COLUMNS = [f"t_{label}_ms" for label in COLUMN.values()]
@@ -30,6 +31,10 @@ SHOWN = [
     "ideal FF/FFF",
     "fff_strategy",
     "check",
+    *compact.SPEEDUP_COLUMNS,
+    *compact.ERROR_COLUMNS,
+    "compact_strategy",
+    "check compact",
 ]
 
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from torch import nn
 
 from fastff.atomic_json import write_json_atomic
-from fastff.bench import report
+from fastff.bench import compact, report
 from fastff.bench.cases import COLUMN, IMPLEMENTATIONS, Case, ratio, torch_dtype
 from fastff.bench.checks import check_fff_hard, check_fff_soft
 from fastff.bench.modes import MODES, reference_unavailable_reason
@@ -29,7 +29,14 @@ from fastff.layers.validation import check_choice, check_int, check_number
 from fastff.tracking import resolve_wandb_mode
 
 DEVICES = ("auto", "cpu", "cuda")
-SPEEDUPS = {"ff": "FF/FFF", "moe": "MoE/FFF", "ref": "ref/FFF", "onnx": "FF/FFF onnx"}
+SPEEDUPS = {
+    "ff": "FF/FFF",
+    "moe": "MoE/FFF",
+    "ref": "ref/FFF",
+    "onnx": "FF/FFF onnx",
+    "fff_bf16": "FFF/FFF_bf16",
+    "fff_int8": "FFF/FFF_int8",
+}
 """Summary metric prefix -> speedup column: ``speedup_<name>_max`` / ``_median`` / ``_min``."""
 SUMMARY_SCHEMA_VERSION = 1
 
@@ -263,6 +270,7 @@ def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console
                 )
         elif cfg.extra_fff_strategies:
             notes["FFF[...]"] = "extra_fff_strategies are timed for single layers only"
+    row.update(compact.check_and_compare(modules, x, cfg.check.oracle_rows))
 
     grad_mode = torch.enable_grad() if training else torch.inference_mode()
     with grad_mode:
@@ -285,10 +293,13 @@ def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console
     row["MoE/FFF"] = ratio(row["t_MoE_ms"], fff_time)
     row["ref/FFF"] = ratio(row["t_ref_ms"], fff_time)
     row["FF/FFF onnx"] = ratio(row["t_FF_onnx_ms"], row["t_FFF_onnx_ms"])
+    compact.add_speedups(row)
     row.update(case.ideal)
     row["notes"] = "; ".join(f"{COLUMN.get(k, k)} {v}" for k, v in notes.items())
     if not trusted:
         console.print(f"[red]FFF check FAILED, no speedup reported: {row['check']}[/red]")
+    if row.get("check compact", "ok") != "ok":
+        console.print(f"[red]compact check FAILED, no speedup: {row['check compact']}[/red]")
 
     del modules, calls, x
     gc.collect()

@@ -18,8 +18,8 @@ examples:
   fastff-sweep sweeps/table1.yaml --online            create it on a W&B server, run an agent
   fastff-sweep sweeps/table1.yaml --sweep-id ENTITY/PROJECT/ID   join it from another machine
 
-exit status: 0 all trials finished, 1 some trials failed, 2 a bad sweep file or option,
-130 stopped (run the same command again to resume).
+exit status: 0 all trials finished, 1 some trials failed (--dry-run: some would fail), 2 a bad
+sweep file, option or state, 130 stopped (run the same command again to resume).
 """
 
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             from fastff.sweep.estimate import dry_run
 
-            dry_run(
+            _, failures = dry_run(
                 spec,
                 args.output_dir,
                 jobs=args.jobs,
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 threads=args.threads,
                 console=console,
             )
-            return 0
+            return 1 if failures else 0
         from fastff.sweep.local import LocalRunner
 
         state = LocalRunner(

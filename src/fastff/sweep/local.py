@@ -26,11 +26,13 @@ from typing import IO, Any
 from rich.console import Console
 from rich.markup import escape
 
+from fastff.sweep.adopt import adopt, finished_result, keep_aside, same_config, this_commit
 from fastff.sweep.command import local_command
 from fastff.sweep.display import progress_bar, status_line, trials_table
 from fastff.sweep.search import grid_size, propose
 from fastff.sweep.spec import SweepError, SweepSpec
 from fastff.sweep.state import SweepState, Trial, now
+from fastff.sweep.trust import check_state, run_dir_problem
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 """Set to each trial's share of the CPU threads (torch reads OMP_NUM_THREADS at start)."""
@@ -192,21 +194,21 @@ class LocalRunner:
     # -- state ---------------------------------------------------------------------------------
     def open_state(self) -> SweepState:
         """Load the saved state (resume) or make a new one; refuse a changed sweep file."""
-        if self.state_path.is_file():
+        if self.state_path.is_file() and self.new:  # read nothing of it: it may be unreadable
+            aside = self.dir.with_name(f"{self.dir.name}.{datetime.now():%Y%m%d-%H%M%S}")
+            self.dir.rename(aside)
+            self.console.print(f"--new: the previous state is kept in {aside}")
+        elif self.state_path.is_file():
             state = SweepState.load(self.state_path)
-            if self.new:
-                aside = self.dir.with_name(f"{self.dir.name}.{datetime.now():%Y%m%d-%H%M%S}")
-                self.dir.rename(aside)
-                self.console.print(f"--new: the previous state is kept in {aside}")
-            elif state.fingerprint != self.spec.fingerprint:
+            if state.fingerprint != self.spec.fingerprint:
                 raise SweepError(
                     f"{self.spec.path} changed since the sweep in {self.dir} started (its state "
                     f"was made from {state.sweep_file}, saved as {self.dir / 'sweep.yaml'}). "
                     "Restore the file to resume, or run with --new to start a new sweep (the old "
                     "one is kept beside it)"
                 )
-            else:
-                return self._resume(state)
+            check_state(state, self.dir, self.spec)  # before anything is deleted or run
+            return self._resume(state)
         state = SweepState(
             name=self.spec.name,
             sweep_file=str(self.spec.path),
@@ -220,6 +222,7 @@ class LocalRunner:
         return state
 
     def _resume(self, state: SweepState) -> SweepState:
+        adopted = self._adopt_finished(state)
         interrupted = [t for t in state.trials if t.status == "running"]
         for trial in interrupted:
             trial.status, trial.pid = "pending", None
@@ -231,9 +234,32 @@ class LocalRunner:
             f"Resuming sweep {state.name}: {state.count('finished')} finished, "
             f"{state.count('failed')} failed, {len(interrupted)} interrupted (run again), "
             f"{state.count('pending')} to run"
+            + (f"; {adopted} finished result(s) adopted" if adopted else "")
         )
+        for trial in state.trials:
+            if trial.note and trial.status == "finished":
+                self.console.print(f"[yellow]trial {trial.id}: {escape(trial.note)}[/yellow]")
         state.save(self.state_path)
         return state
+
+    def _adopt_finished(self, state: SweepState) -> int:
+        """Adopt every unrecorded trial whose run dir holds a complete, finished metrics.json of
+        its own config (a trial killed after it finished); returns how many."""
+        adopted = 0
+        commit: list[str | None] = []
+        for trial in state.trials:
+            if trial.status not in ("running", "pending"):
+                continue
+            run_dir = Path(trial.run_dir)
+            results = finished_result(run_dir)
+            if results is None or not same_config(run_dir, trial):
+                continue
+            if not commit:
+                commit.append(this_commit())
+            adopt(trial, results, commit[0])
+            trial.metric, trial.error = read_metric(run_dir, self.spec.metric_name)
+            adopted += 1
+        return adopted
 
     def save(self) -> None:
         assert self.state is not None
@@ -270,7 +296,16 @@ class LocalRunner:
     # -- trials --------------------------------------------------------------------------------
     def start(self, trial: Trial) -> _Running:
         run_dir = Path(trial.run_dir)
-        if run_dir.exists():  # a trial interrupted earlier: start it clean
+        problem = run_dir_problem(trial, self.dir)
+        if problem:  # check_state refused a saved one; this guards every path
+            raise SweepError(f"trial {trial.id}: run_dir={trial.run_dir!r}: {problem}; refused")
+        if run_dir.exists() and finished_result(run_dir) is not None:  # never delete a result
+            aside = keep_aside(run_dir)
+            self.console.print(
+                f"[yellow]trial {trial.id}: {run_dir} holds a finished run of other settings; "
+                f"kept as {aside}[/yellow]"
+            )
+        elif run_dir.exists():  # a trial interrupted earlier: start it clean
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         trial.command = local_command(self.spec.command, trial.params, run_dir)

@@ -4,12 +4,13 @@ killed at any moment (even with SIGKILL) resumes from its last saved trial."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fastff.atomic_json import write_json_atomic
+from fastff.sweep.spec import SweepError
 
 STATE_VERSION = 1
 STATUSES = ("pending", "running", "finished", "failed")
@@ -26,6 +27,8 @@ class Trial:
 
     ``status``: ``pending`` (to run), ``running`` (started; run again after a crash),
     ``finished`` (exit status 0) or ``failed`` (``exit_code`` and ``error``, its last error line).
+    ``note``: why a finished trial needs a second look (e.g. it was adopted from a run dir made
+    at another git commit).
     """
 
     id: str
@@ -42,6 +45,7 @@ class Trial:
     started_at: str | None = None
     finished_at: str | None = None
     wall_time_s: float | None = None
+    note: str | None = None
 
 
 @dataclass
@@ -79,6 +83,96 @@ class SweepState:
 
     @classmethod
     def load(cls, path: Path) -> SweepState:
-        data = json.loads(path.read_text())
+        """Read a saved state; anything but what :meth:`save` writes is refused.
+
+        Raises:
+            SweepError: the file is unreadable (truncated, empty, not JSON) or holds a key or
+                value of the wrong type: one line saying so and how to start over.
+        """
+        try:
+            data = json.loads(path.read_text())
+            problem = _state_problem(data)
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if problem:
+            raise SweepError(
+                f"the sweep state {path} is unreadable ({problem}); run with --new to start "
+                "over (the old sweep folder is moved aside, nothing is deleted), or restore the "
+                "file"
+            )
         trials = [Trial(**t) for t in data.pop("trials", [])]
         return cls(**data, trials=trials)
+
+
+_NONE = type(None)
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "sweep_file": (str,),
+    "fingerprint": (str,),
+    "method": (str,),
+    "metric": (dict, _NONE),
+    "created_at": (str,),
+    "updated_at": (str,),
+    "version": (int,),
+    "trials": (list,),
+}
+_TRIAL_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "params": (dict,),
+    "run_dir": (str,),
+    "status": (str,),
+    "metric": (int, float, _NONE),
+    "exit_code": (int, _NONE),
+    "error": (str, _NONE),
+    "command": (list,),
+    "threads": (int, _NONE),
+    "pid": (int, _NONE),
+    "attempts": (int,),
+    "started_at": (str, _NONE),
+    "finished_at": (str, _NONE),
+    "wall_time_s": (int, float, _NONE),
+    "note": (str, _NONE),
+}
+assert set(_TRIAL_TYPES) == {f.name for f in fields(Trial)}
+_REQUIRED = ("name", "sweep_file", "fingerprint", "method")
+_TRIAL_REQUIRED = ("id", "params", "run_dir")
+
+
+def _type_problem(where: str, data: dict, types: dict[str, tuple[type, ...]]) -> str | None:
+    for key, value in data.items():
+        if key not in types:
+            return f"{where.rstrip('.') or 'it'} has an unknown key {key!r}"
+        bad_bool = isinstance(value, bool) and bool not in types[key]
+        if bad_bool or not isinstance(value, types[key]):
+            allowed = " or ".join("null" if t is _NONE else t.__name__ for t in types[key])
+            return f"{where}{key} must be {allowed}, got {value!r:.60}"
+    return None
+
+
+def _state_problem(data: Any) -> str | None:
+    """What is wrong with a parsed state.json, or None."""
+    if not isinstance(data, dict):
+        return f"it holds {type(data).__name__}, not a mapping"
+    missing = [key for key in _REQUIRED if key not in data]
+    if missing:
+        return f"it lacks {missing}"
+    problem = _type_problem("", data, _STATE_TYPES)
+    if problem:
+        return problem
+    if data.get("version", STATE_VERSION) != STATE_VERSION:
+        return f"version {data['version']!r} is not {STATE_VERSION}"
+    for index, trial in enumerate(data.get("trials", [])):
+        where = f"trials[{index}]."
+        if not isinstance(trial, dict):
+            return f"trials[{index}] is not a mapping"
+        missing = [key for key in _TRIAL_REQUIRED if key not in trial]
+        if missing:
+            return f"trials[{index}] lacks {missing}"
+        problem = _type_problem(where, trial, _TRIAL_TYPES)
+        if problem:
+            return problem
+        if trial.get("status", "pending") not in STATUSES:
+            return f"{where}status must be one of {list(STATUSES)}, got {trial['status']!r}"
+        if not all(isinstance(part, str) for part in trial.get("command", [])):
+            return f"{where}command must be a list of strings"
+    return None
