@@ -115,6 +115,38 @@ TARGET_GROUPS = ("data", "optimizer", "scheduler.scheduler", "trainer")
 logger entry)."""
 
 
+def check_accelerator(trainer_cfg: DictConfig, choice: str | None = None) -> None:
+    """Raise ConfigError when the trainer asks for a GPU this machine does not have, saying what
+    to use instead (``choice``: the ``trainer=`` option, for the message).
+
+    Checked when the run starts, not with the other settings: a SLURM multirun is composed and
+    checked on a login node that may have no GPU.
+    """
+    import torch
+
+    accelerator = str(trainer_cfg.get("accelerator") or "auto").lower()
+    if accelerator not in ("gpu", "cuda", "mps"):
+        return
+    mps = accelerator != "cuda" and torch.backends.mps.is_available()
+    if (accelerator != "mps" and torch.cuda.is_available()) or mps:
+        return
+    strategy = trainer_cfg.get("strategy")
+    ddp = (
+        "ddp"
+        in str(
+            strategy.get("_target_", "") if isinstance(strategy, DictConfig) else strategy
+        ).lower()
+    )
+    named = choice not in (None, "default", "cpu")
+    what = f"trainer={choice}" if named else f"trainer.accelerator={accelerator}"
+    instead = "trainer=ddp_cpu (DDP with CPU processes) or trainer=cpu" if ddp else "trainer=cpu"
+    device = "an Apple GPU (MPS)" if accelerator == "mps" else "a CUDA GPU"
+    raise ConfigError(
+        f"{what} needs {device}, and this machine has none "
+        f"(torch.cuda.is_available() is False): use {instead}"
+    )
+
+
 def check_train_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first invalid setting of a training config."""
     try:

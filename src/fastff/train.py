@@ -14,7 +14,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from fastff.config_checks import ConfigError, check_train_config
+from fastff.config_checks import ConfigError, check_accelerator, check_train_config
 from fastff.data.errors import DatasetError
 from fastff.data.protocol import ProtocolDataModule
 from fastff.hydra_app import hydra_entry, instantiate_or_config_error, run_entry_point
@@ -38,6 +38,8 @@ from fastff.training.summary import print_summary
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one configuration; return the results written to metrics.json."""
     check_train_config(cfg)
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    check_accelerator(cfg.trainer, choices.get("trainer"))
     run = OmegaConf.to_container(cfg, resolve=True)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resume_checkpoint(run, output_dir)
