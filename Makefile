@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install kernels train eval export bench sweep report data test test-fast gpu-check lint format clean
+.PHONY: help install kernels train eval export bench sweep report data test test-fast gpu-check gpu-wheels lint format clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,10 +54,20 @@ test: $(STAMP)  ## run the whole test suite
 test-fast: $(STAMP)  ## run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
-gpu-check: $(STAMP)  ## on a CUDA machine: GPU tests, then a short GPU speed run
-	$(BIN)/python -m pytest -m gpu -rs $(ARGS)
-	$(BIN)/python -m fastff.bench device=cuda mode=paper_fig3 modes.paper_fig3.max_depth=11 \
-		'modes.paper_fig3.batch_sizes=[1,256]' 'implementations=[ff,fff,moe]' wandb.mode=disabled
+# The wheels a GPU machine without a package index lacks (pure Python, Python 3.12); antlr4 is
+# published as a source archive only, so pip builds its wheel here.
+GPU_WHEEL_PINS := hydra-core==1.3.8 omegaconf==2.3.1
+GPU_WHEEL_BUILT := antlr4-python3-runtime==4.9.3
+
+gpu-wheels:  ## save the wheels the GPU machine lacks (hydra-core, omegaconf, antlr4) in gpu-wheels/ (needs a package index)
+	mkdir -p gpu-wheels
+	$(PYTHON) -m pip download --quiet --only-binary=:all: --python-version 3.12 --no-deps \
+		-d gpu-wheels $(GPU_WHEEL_PINS)
+	$(PYTHON) -m pip wheel --quiet --no-deps -w gpu-wheels $(GPU_WHEEL_BUILT)
+	@ls gpu-wheels
+
+gpu-check:  ## on a CUDA machine with no index (after make gpu-wheels): GPU tests, benchmark, crossover, GPU training -> gpu-results.tar.gz (GPU_CHECK_DRY_RUN=1: on the CPU)
+	$(PYTHON) tools/gpu_check.py
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check src tests

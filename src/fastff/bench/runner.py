@@ -378,15 +378,17 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
 
     summary = summary_metrics(frame, cfg)
     write_summary(summary, run_dir)
-    report.log_wandb(
-        frame,
-        plots,
-        mode=resolve_wandb_mode(cfg.wandb.mode),
-        project=cfg.wandb.project,
-        run_dir=run_dir,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        summary=summary,
-    )
+    wandb_mode = resolve_wandb_mode(cfg.wandb.mode)
+    if wandb_mode != "disabled":  # disabled: wandb is not even imported (it may be absent)
+        report.log_wandb(
+            frame,
+            plots,
+            mode=wandb_mode,
+            project=cfg.wandb.project,
+            run_dir=run_dir,
+            config=OmegaConf.to_container(cfg, resolve=True),
+            summary=summary,
+        )
     return frame
 
 
