@@ -9,8 +9,10 @@ Weight-only quantization of every fastff layer in a model (a bare FFF, the flat 
 - each :class:`~fastff.layers.FF` keeps its class, with both linear layers replaced by
   :class:`~fastff.layers.quantized_linear.QuantizedLinear` (the same formats, one scale per
   output feature), so a benchmark compares FF and FFF with the same treatment.
-- everything else (attention, norms, heads) is left as it is; an MoE is refused (no compact
-  form yet).
+- each :class:`~fastff.layers.MoE` becomes a :class:`~fastff.layers.quantized_moe.QuantizedMoE`
+  (expert weights compact the same way; the gate stays as it was, so every input selects the
+  experts the eval-mode MoE selects).
+- everything else (attention, norms, heads) is left as it is.
 
 Inputs and outputs stay in the caller's dtype and all sums are in the layer's dtype (float32);
 activations are never quantized. The result is a copy in eval mode, for inference only.
@@ -34,12 +36,14 @@ from torch import nn
 from fastff.layers import FF, FFF, MoE
 from fastff.layers.quantized_fff import QuantizedFFF
 from fastff.layers.quantized_linear import QuantizedLinear
+from fastff.layers.quantized_moe import QuantizedMoE
 from fastff.layers.quantized_storage import FORMATS, check_format
 
 __all__ = [
     "FORMATS",
     "QuantizedFFF",
     "QuantizedLinear",
+    "QuantizedMoE",
     "check_state_dtypes",
     "quantize",
     "quantized_checkpoint",
@@ -51,28 +55,28 @@ CHECKPOINT_KEY = "quantize"
 
 
 def quantize(module: nn.Module, format: str) -> nn.Module:
-    """A copy of ``module`` with every FFF and FF storing its weights compactly (eval mode).
+    """A copy of ``module`` with every FFF, FF and MoE storing its weights compactly (eval mode).
 
     Args:
-        module: an FFF, FF, or any model holding them (the flat net, a timm ViT). Not changed.
+        module: an FFF, FF, MoE, or any model holding them (the flat net, a timm ViT). Not
+            changed.
         format: ``"bf16"`` (bfloat16 weights) or ``"int8"`` (int8 weights, float32 scales).
 
     Returns:
-        The quantized copy (a :class:`QuantizedFFF` if ``module`` is an FFF), in eval mode.
+        The quantized copy (a :class:`QuantizedFFF` / :class:`QuantizedMoE` if ``module`` is
+        an FFF / MoE), in eval mode.
 
     Raises:
-        ValueError: an unknown format, an MoE in the model, or non-finite weights.
+        ValueError: an unknown format, or non-finite weights.
     """
     check_format(format)
+    if isinstance(module, (FFF, MoE)):
+        return REPLACEMENTS[_base(module)](module, format).eval()
     layers = [m for m in module.modules() if isinstance(m, (FFF, FF, MoE))]
-    if any(isinstance(m, MoE) for m in layers):
-        raise ValueError("quantize: MoE layers have no compact form; quantize FFF and FF models")
-    if isinstance(module, FFF):
-        return QuantizedFFF.from_float(module, format).eval()
     # deep-copy everything except the float weights that get replaced (no transient copy of them)
     memo: dict[int, Any] = {}
     for layer in layers:
-        for shared in (layer,) if isinstance(layer, FFF) else (layer.fc1, layer.fc2):
+        for shared in (layer.fc1, layer.fc2) if isinstance(layer, FF) else (layer,):
             memo[id(shared)] = shared
     copied = copy.deepcopy(module, memo)
     _replace(copied, format)
@@ -80,17 +84,27 @@ def quantize(module: nn.Module, format: str) -> nn.Module:
 
 
 def _replace(module: nn.Module, format: str) -> None:
-    """In place: every FFF child of ``module`` (recursively) becomes a QuantizedFFF, every FF's
-    linear layers QuantizedLinear (read from the originals ``quantize`` shared into the copy)."""
+    """In place: every FFF / MoE child of ``module`` (recursively) becomes a QuantizedFFF /
+    QuantizedMoE, every FF's linear layers QuantizedLinear (read from the originals ``quantize``
+    shared into the copy)."""
     if isinstance(module, FF):
         module.fc1 = QuantizedLinear.from_float(module.fc1, format)
         module.fc2 = QuantizedLinear.from_float(module.fc2, format)
         return
     for name, child in module.named_children():
-        if isinstance(child, FFF):
-            setattr(module, name, QuantizedFFF.from_float(child, format))
+        if isinstance(child, (FFF, MoE)):
+            setattr(module, name, REPLACEMENTS[_base(child)](child, format))
         else:
             _replace(child, format)
+
+
+REPLACEMENTS = {FFF: QuantizedFFF.from_float, MoE: QuantizedMoE.from_float}
+"""The compact layer each float layer class becomes."""
+
+
+def _base(layer: nn.Module) -> type[nn.Module]:
+    """FFF or MoE (the layer's class or the one it derives from)."""
+    return FFF if isinstance(layer, FFF) else MoE
 
 
 def check_state_dtypes(

@@ -9,13 +9,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from oracles import fff_hard_oracle, fff_leaf_oracle
+from oracles import fff_hard_oracle, fff_leaf_oracle, moe_gates_oracle
 from torch import nn
 
 from fastff import quantize
 from fastff.layers import FF, FFF, MoE
 from fastff.layers.quantized_fff import STRATEGIES, QuantizedFFF
 from fastff.layers.quantized_linear import QuantizedLinear
+from fastff.layers.quantized_moe import QuantizedMoE
 
 FORMATS = ("bf16", "int8")
 STORAGE = {"bf16": torch.bfloat16, "int8": torch.int8}
@@ -174,9 +175,32 @@ def test_unknown_format_is_refused_with_the_choices():
         quantize(_fff(6, 3, 2, 1), "fp8")
 
 
-def test_moe_is_refused():
-    with pytest.raises(ValueError, match="MoE"):
-        quantize(nn.Sequential(MoE(6, 3, 4, 2)), "bf16")
+MOE_SHAPES = [(9, 5, 4, 3, 2, 7), (16, 33, 8, 8, 1, 1), (7, 6, 3, 5, 3, 0)]
+
+
+@pytest.mark.parametrize("format", FORMATS)
+@pytest.mark.parametrize(("in_f", "out_f", "experts", "width", "k", "batch"), MOE_SHAPES)
+def test_quantized_moe_equals_gates_times_dequantized_experts(
+    format, in_f, out_f, experts, width, k, batch
+):
+    torch.manual_seed(0)
+    moe = MoE(in_f, out_f, experts, width, k=k).eval()
+    with torch.no_grad():  # a gate that spreads the inputs (a fresh MoE's is all zero)
+        moe.w_gate.uniform_(-1, 1)
+    q = quantize(nn.Sequential(moe), format)[0]
+    assert isinstance(q, QuantizedMoE) and q.w1s.dtype == q.w2s.dtype == STORAGE[format]
+    w1, w2 = q.w1s.float(), q.w2s.float()
+    if format == "int8":
+        w1, w2 = w1 * q.w1s_scale[:, None, :], w2 * q.w2s_scale[:, None, :]
+    x = torch.randn(batch, in_f)
+    gates = moe_gates_oracle(moe, x)  # (N, E), from the float MoE's gate
+    expected = torch.zeros(batch, out_f)
+    for e in range(experts):
+        out_e = torch.relu(x @ w1[e] + q.b1s[e]) @ w2[e] + q.b2s[e]
+        expected += gates[:, e : e + 1] * out_e
+    with torch.inference_mode():
+        torch.testing.assert_close(q(x), expected, rtol=1e-5, atol=1e-5)
+    assert q.inference_size == moe.inference_size and q.training_width == moe.training_width
 
 
 @pytest.mark.parametrize("format", FORMATS)

@@ -24,6 +24,7 @@ from torch import nn
 
 from fastff.layers import FF, FFF, MoE
 from fastff.layers.quantized_fff import QuantizedFFF
+from fastff.layers.quantized_moe import QuantizedMoE
 from fastff.layers.validation import check_int
 from fastff.setting_names import closest_name
 
@@ -220,8 +221,10 @@ def check_config_keys(builder: Callable[..., nn.Module], cfg: Mapping[str, Any])
 def layer_name(layer: nn.Module | type[nn.Module]) -> str:
     """``"fff"``, ``"ff"`` or ``"moe"`` for a layer or layer class."""
     cls = layer if isinstance(layer, type) else type(layer)
-    if issubclass(cls, QuantizedFFF):  # fastff.quantize's FFF
+    if issubclass(cls, QuantizedFFF):  # fastff.quantize's FFF and MoE
         return "fff"
+    if issubclass(cls, QuantizedMoE):
+        return "moe"
     for name, layer_cls in LAYER_CLASSES.items():
         if issubclass(cls, layer_cls):
             return name

@@ -8,11 +8,13 @@ from torch import nn
 
 from fastff.layers import FF, FFF, MoE
 from fastff.layers.quantized_fff import QuantizedFFF
+from fastff.layers.quantized_moe import QuantizedMoE
 from fastff.models.layer_builders import layer_name
 
-LAYER_TYPES = (FFF, FF, MoE, QuantizedFFF)
+LAYER_TYPES = (FFF, FF, MoE, QuantizedFFF, QuantizedMoE)
 FFF_TYPES = (FFF, QuantizedFFF)
-"""FFF and its quantized form (``fastff.quantize``) have the same size columns."""
+MOE_TYPES = (MoE, QuantizedMoE)
+"""FFF and MoE and their quantized forms (``fastff.quantize``) have the same size columns."""
 
 
 def hosted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -34,7 +36,7 @@ def layer_sizes(layer: nn.Module) -> dict[str, Any]:
         "inference_width": layer.inference_width,
         "inference_size": layer.inference_size,
     }
-    if isinstance(layer, MoE):
+    if isinstance(layer, MOE_TYPES):
         sizes |= {
             "num_experts": layer.num_experts,
             "expert_width": layer.expert_width,
