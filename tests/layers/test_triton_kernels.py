@@ -61,7 +61,8 @@ def _margins(layer: FFF, x: torch.Tensor) -> torch.Tensor:
     for sample in flat:
         node, smallest = 0, float("inf")
         for _ in range(layer.depth):
-            logit = float(layer.node_weights[node].detach() @ sample + layer.node_biases[node, 0])
+            weight, bias = layer.node_weights[node].detach(), layer.node_biases[node, 0].detach()
+            logit = float(weight @ sample + bias)
             smallest = min(smallest, abs(logit))
             node = 2 * node + 2 if logit >= 0 else 2 * node + 1
         margins.append(smallest)
