@@ -39,12 +39,21 @@ CASES: list[tuple[tuple[str, ...], str]] = [
     ((*TRAIN, "hydra.run.dir={file}/x"), "error: hydra.run.dir: cannot create"),
     ((*TRAIN, "paths.log_dir={file}"), "error: hydra.run.dir: cannot create"),
     ((*TRAIN, "paths.output_dir={file}/y"), "error: paths.output_dir: cannot create"),
+    ((*TRAIN, "hydra.run.dir=/proc/x/run"), "error: hydra.run.dir: cannot create"),
+    # training: what Hydra meets composing the config
+    (
+        (*TRAIN, "data=nonexistent"),
+        "error: data=nonexistent: there is no 'nonexistent' in conf/data/. Available options in "
+        "'data': cifar10, cifar100, digits, fashion_mnist, mnist, mnist5k, svhn, usps",
+    ),
+    ((*TRAIN, "layer.width=$(touch x)"), "error: layer.width=$(touch x): Hydra cannot parse"),
     # evaluation
     (("fastff.eval",), "error: ckpt_path is required"),
     (("fastff.eval", "ckpt_path=missing.ckpt"), "error: ckpt_path"),
     (("fastff.eval", "ckpt_path={file}"), "error: ckpt_path"),
     (("fastff.eval", "ckpt_path={dir}"), "error: ckpt_path"),
     (("fastff.eval", "ckpt_path=x.ckpt", "hydra.run.dir={file}/x"), "error: hydra.run.dir"),
+    (("fastff.eval", "ckpt_path=x.ckpt", "hydra.run.dir=/proc/x/run"), "error: hydra.run.dir"),
     # benchmark
     (("fastff.bench", "mode=table1", "modes.table1.widths=[0]"), "error: modes.table1.widths"),
     (
@@ -291,3 +300,23 @@ def test_an_unreadable_sweep_state_is_one_line(tmp_path, damage, dry_run):
     assert f"error: the sweep state {state_path} is unreadable (" in line
     assert "run with --new to start over" in line
     assert state_path.read_bytes() == broken
+
+
+def test_a_trial_failing_at_config_parsing_records_the_real_reason(tmp_path):
+    import json
+
+    path = tmp_path / "parse.yaml"
+    path.write_text(
+        "name: parse\nmethod: grid\nmetric: {name: G_A, goal: maximize}\n"
+        "parameters:\n  layer.width: {values: ['$(touch marker)']}\n  logger: {value: none}\n"
+        'command: ["${env}", "${interpreter}", -m, fastff.train, "${args_no_hyphens}"]\n'
+    )
+    proc = _sweep_cli(tmp_path, str(path))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    (trial,) = json.loads((tmp_path / "out" / "parse" / "state.json").read_text())["trials"]
+    assert trial["status"] == "failed" and trial["exit_code"] == 2
+    assert trial["error"].startswith(
+        "error: layer.width=$(touch marker): Hydra cannot parse this override (mismatched input"
+    ), trial["error"]
+    assert not (tmp_path / "marker").exists()

@@ -56,11 +56,39 @@ def unknown_override_line(err: BaseException) -> str | None:
     )
 
 
+def composition_error_line(err: BaseException) -> str:
+    """One ``error:`` line for any other error Hydra meets composing the config: a missing
+    config (``data=nonexistent``: the available options listed), an override Hydra cannot parse
+    (``layer.width=$(...)``: the override and the parser's reason), anything else joined into one
+    line."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    text = str(err)
+    if isinstance(err, OverrideParseException):
+        reason = text.splitlines()[0] if text else "cannot be parsed"
+        return (
+            f"error: {err.override}: Hydra cannot parse this override ({reason}); quote a value "
+            "with special characters, e.g. 'key=\"a value\"' "
+            "(https://hydra.cc/docs/advanced/override_grammar/basic/)"
+        )
+    missing = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    if isinstance(err, MissingConfigException) and missing:
+        group, name = missing.groups()
+        listing = text.split("Available options", 1)[-1].split("Config search path", 1)[0]
+        options = [line.strip() for line in listing.splitlines() if line.startswith("\t")]
+        listed = f". Available options in {group!r}: {', '.join(options)}" if options else ""
+        return f"error: {group}={name}: there is no {name!r} in conf/{group}/{listed}"
+    return "error: " + " ".join(text.split())
+
+
 @contextlib.contextmanager
 def _unknown_overrides_as_lines() -> Iterator[None]:
     """Within the block, Hydra's multi-line "Could not override" error (a misspelt key on the
     command line) becomes one ``error:`` line and exit status 2 (see
     :func:`unknown_override_line`); every other error is reported by Hydra as usual.
+
+    Any other composition error (a missing config, an override Hydra cannot parse) is one line
+    too (:func:`composition_error_line`), also exit status 2.
 
     Hydra composes the config inside ``hydra._internal.utils.run_and_report``, which prints and
     exits; there is no public hook before composition, so that function is wrapped here. If a
@@ -68,7 +96,7 @@ def _unknown_overrides_as_lines() -> Iterator[None]:
     """
     try:
         from hydra._internal import utils as hydra_utils
-        from hydra.errors import ConfigCompositionException
+        from hydra.errors import ConfigCompositionException, OverrideParseException
     except ImportError:  # pragma: no cover - another Hydra layout
         yield
         return
@@ -81,10 +109,8 @@ def _unknown_overrides_as_lines() -> Iterator[None]:
         def translated() -> Any:
             try:
                 return func()
-            except ConfigCompositionException as err:
-                line = unknown_override_line(err)
-                if line is None:
-                    raise
+            except (ConfigCompositionException, OverrideParseException) as err:
+                line = unknown_override_line(err) or composition_error_line(err)
                 print(line, file=sys.stderr)
                 sys.exit(2)
 
@@ -243,7 +269,11 @@ def _exit_with_line(line: str, status: int) -> None:
 
 def writable_dir_problem(path: str | os.PathLike[str]) -> str | None:
     """Why the folder ``path`` cannot be created or written, or None: the nearest existing
-    ancestor must be a folder this process may write to."""
+    ancestor must be a folder this process may write to, and a folder made there (and removed
+    at once) must really appear: permission bits say nothing for root, nor for ``/proc``, a
+    read-only mount or a full disk."""
+    import tempfile
+
     target = Path(path).absolute()
     for existing in (target, *target.parents):
         if existing.exists():
@@ -252,6 +282,10 @@ def writable_dir_problem(path: str | os.PathLike[str]) -> str | None:
         return f"{str(existing)!r} is a file, not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{str(existing)!r} is not writable"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".fastff-probe-", dir=existing))
+    except OSError as err:
+        return f"cannot create a folder in {str(existing)!r} ({err.strerror or err})"
     return None
 
 

@@ -168,6 +168,12 @@ def test_last_error_line_prefers_error_lines_then_exceptions(tmp_path):
     log.write_text("\x1b[31merror: layer.width=48 ...\x1b[0m\nsome warning\n")
     assert last_error_line(log) == "error: layer.width=48 ..."
     assert last_error_line(tmp_path / "missing.log") is None
+    log.write_text(
+        "mismatched input '(' expecting <EOF>\nSee https://hydra.cc/docs/1.2/advanced/override"
+        "_grammar/basic for details\n\nSet the environment variable HYDRA_FULL_ERROR=1 for a "
+        "complete stack trace.\n"
+    )
+    assert last_error_line(log) == "mismatched input '(' expecting <EOF>"
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,8 @@ AGENT_VARS = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b")
 _PR_SET_PDEATHSIG = 1
+_HINTS = ("Set the environment variable HYDRA_FULL_ERROR", "See https://hydra.cc/")
+"""Lines Hydra adds after its error message: never the reason a trial failed."""
 
 
 def sweep_dir_for(spec: SweepSpec, output_dir: Path) -> Path:
@@ -64,12 +66,17 @@ def trial_env(threads: int) -> dict[str, str]:
 
 def last_error_line(*logs: Path) -> str | None:
     """The line that says why a trial failed: the last ``error: ...`` line, else the last
-    exception line, else the last non-empty line, searched in ``logs`` in order."""
+    exception line, else the last non-empty line that is not one of Hydra's hints
+    (``HYDRA_FULL_ERROR``), searched in ``logs`` in order."""
     for path in logs:
         if not path.is_file():
             continue
         text = _ANSI.sub("", path.read_text(errors="replace"))
-        lines = [line.strip() for line in text.split("\n") if line.strip()]
+        lines = [
+            line.strip()
+            for line in text.split("\n")
+            if line.strip() and not line.strip().startswith(_HINTS)
+        ]
         if not lines:
             continue
         for pattern in (re.compile(r"^error:"), _EXCEPTION):
