@@ -1,13 +1,14 @@
 """GPU measurements that the benchmark's modes do not make, for ``make gpu-check``.
 
-``python tools/gpu_measure.py crossover OUT_DIR``: the hard FFF strategies (``triton``, ``plain``,
-``grouped``, ``gather``) over batch sizes at 768 -> 768, leaf width 32, depths 4, 8, 11 and 13
-in bfloat16: where ``grouped`` (one matmul pair per leaf) would overtake the one-program-per-row
-``triton`` kernel, the rule ``auto`` could adopt; beside it the ``triton`` time's HBM read bound
-(bytes of the inputs, outputs and reached weights / 4.8 TB/s) and one kernel launch (a
-one-element add). Writes crossover.csv and crossover.json (per depth, the smallest batch
-where ``grouped`` beats ``triton``, or null). Every timed strategy is first checked against
-``plain`` on the same inputs.
+``python tools/gpu_measure.py crossover OUT_DIR``: the hard FFF strategies (``triton``,
+``triton_grouped``, ``plain``, ``grouped``, ``gather``) over batch sizes at 768 -> 768, leaf
+width 32, depths 4, 8, 11 and 13 in bfloat16: from which batch ``triton_grouped`` (rows sorted
+by leaf, tile matrix products) overtakes the one-program-per-row ``triton`` kernel, which is
+where ``auto``'s rule (``TRITON_GROUPED_MIN_ROWS_PER_LEAF``) should put the switch; beside each
+time the HBM read bound (bytes of the inputs, outputs and reached weights / 4.8 TB/s) and one
+kernel launch (a one-element add). Writes crossover.csv and crossover.json (per depth, the
+smallest batch where ``triton_grouped`` beats ``triton``, or null, and the fastest strategy per
+batch). Every timed strategy is first checked against ``plain`` on the same inputs.
 
 ``python tools/gpu_measure.py train-step OUT_DIR``: one soft training step (forward, backward,
 Adam step) of FFF against the FF of equal training width, under bf16 autocast (Lightning's
@@ -75,7 +76,7 @@ def crossover(out: Path, device: str) -> None:
     sizes = (24, 8, 16) if dry else (768, 32, 768)
     depths = [2, 4] if dry else [4, 8, 11, 13]
     batches = [1, 7, 64] if dry else [1, 16, 64, 256, 1024, 4096, 16384, 65536]
-    strategies = ["plain", "grouped", "gather"] + ([] if dry else ["triton"])
+    strategies = ["plain", "grouped", "gather"] + ([] if dry else ["triton", "triton_grouped"])
     min_run_time = 0.01 if dry else 0.05
     tiny = torch.zeros(1, device=device)
     launch_s = seconds_per_call(lambda: tiny.add_(1.0), device, min_run_time)
@@ -110,13 +111,14 @@ def crossover(out: Path, device: str) -> None:
     frame = pd.DataFrame(rows)
     frame.to_csv(out / "crossover.csv", index=False)
     summary: dict[str, Any] = {"device": device, "dtype": str(dtype), "sizes": sizes}
-    fast = "gather" if dry else "triton"
+    per_row, grouped = ("gather", "grouped") if dry else ("triton", "triton_grouped")
     for depth in depths:
         table = frame[frame.depth == depth].pivot(index="batch", columns="strategy", values="ms")
-        wins = table.index[table["grouped"] < table[fast]]
-        summary[f"depth_{depth}_grouped_beats_{fast}_from_batch"] = (
+        wins = table.index[table[grouped] < table[per_row]]
+        summary[f"depth_{depth}_{grouped}_beats_{per_row}_from_batch"] = (
             int(wins.min()) if len(wins) else None
         )
+        summary[f"depth_{depth}_fastest"] = table.idxmin(axis=1).to_dict()
     (out / "crossover.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
 

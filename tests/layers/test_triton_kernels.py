@@ -39,9 +39,12 @@ def _layer(in_f, out_f, leaf, depth, dtype=torch.float32, activation="relu", see
     return layer.to(DEVICE, dtype).eval()
 
 
-def _triton(layer: FFF, x: torch.Tensor) -> torch.Tensor:
+STRATEGIES = ("triton", "triton_grouped")
+
+
+def _triton(layer: FFF, x: torch.Tensor, strategy: str = "triton") -> torch.Tensor:
     with torch.no_grad():
-        return layer.hard_forward(x, strategy="triton")
+        return layer.hard_forward(x, strategy=strategy)
 
 
 def _expected(layer: FFF, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -107,38 +110,41 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize(("depth", "leaf", "batch", "dtype", "in_f", "out_f"), CASES)
-def test_triton_equals_plain_and_oracle(depth, leaf, batch, dtype, in_f, out_f):
+def test_triton_equals_plain_and_oracle(strategy, depth, leaf, batch, dtype, in_f, out_f):
     layer = _layer(in_f, out_f, leaf, depth, dtype)
     torch.manual_seed(1)
     x = torch.randn(batch, in_f, device=DEVICE).to(dtype)
-    y = _triton(layer, x)
+    y = _triton(layer, x, strategy)
     if batch == 0:
         assert y.shape == (0, out_f)
         return
     _assert_matches(layer, x, y)
 
 
-def test_non_contiguous_input_and_leading_dims():
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_non_contiguous_input_and_leading_dims(strategy):
     layer = _layer(20, 7, 8, 4)
     torch.manual_seed(2)
     wide = torch.randn(3, 40, 5, device=DEVICE)
     x = wide[:, ::2, :].transpose(1, 2)  # (3, 5, 20), strides (200, 1, 10)
     assert not x.is_contiguous()
-    y = _triton(layer, x)
+    y = _triton(layer, x, strategy)
     assert y.shape == (3, 5, 7)
     _assert_matches(layer, x, y)
-    torch.testing.assert_close(y, _triton(layer, x.contiguous()), rtol=0, atol=0)
+    torch.testing.assert_close(y, _triton(layer, x.contiguous(), strategy), rtol=0, atol=0)
 
 
-def test_non_contiguous_parameters():
-    """The kernel reads the parameters through their strides (here: w1s stored (L, D, l))."""
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_non_contiguous_parameters(strategy):
+    """The kernels read the parameters through their strides (here: w1s stored (L, D, l))."""
     layer = _layer(12, 5, 6, 3)
     with torch.no_grad():
         layer.w1s.data = layer.w1s.data.contiguous()
         layer.w2s.data = layer.w2s.data.transpose(1, 2).contiguous().transpose(1, 2)
     x = torch.randn(9, 12, device=DEVICE)
-    _assert_matches(layer, x, _triton(layer, x))
+    _assert_matches(layer, x, _triton(layer, x, strategy))
 
 
 @pytest.mark.parametrize(
@@ -148,10 +154,21 @@ def test_non_contiguous_parameters():
 def test_activations(activation):
     layer = _layer(9, 4, 5, 2, activation=activation)
     x = torch.randn(7, 9, device=DEVICE)
-    _assert_matches(layer, x, _triton(layer, x))
+    for strategy in STRATEGIES:
+        _assert_matches(layer, x, _triton(layer, x, strategy))
 
 
-def test_logit_exactly_zero_goes_right():
+def test_grouped_tiles_holding_many_leaves_and_leaves_over_many_tiles():
+    """More rows than one tile per leaf at depth 1, and one row per leaf at depth 7: both ways
+    a tile and the leaves can overlap."""
+    for depth, batch in ((1, 300), (7, 130)):
+        layer = _layer(10, 6, 4, depth)
+        x = torch.randn(batch, 10, device=DEVICE)
+        _assert_matches(layer, x, _triton(layer, x, "triton_grouped"))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_logit_exactly_zero_goes_right(strategy):
     layer = _layer(4, 3, 2, 3)
     with torch.no_grad():
         layer.node_biases.zero_()
@@ -159,14 +176,15 @@ def test_logit_exactly_zero_goes_right():
     x = torch.zeros(5, 4, device=DEVICE)  # every logit equals the node's bias
     # root: 0 -> right (node 2); node 2: -1 -> left (node 5); node 5: 0 -> right (leaf 5)
     expected = layer.activation(layer.b1s[5]) @ layer.w2s[5] + layer.b2s[5]
-    torch.testing.assert_close(_triton(layer, x), expected.detach().expand(5, 3))
+    torch.testing.assert_close(_triton(layer, x, strategy), expected.detach().expand(5, 3))
 
 
 def test_refusals_name_the_reason():
     layer = _layer(6, 3, 4, 2)
     x = torch.randn(5, 6, device=DEVICE)
-    with pytest.raises(ValueError, match="no autograd"):
-        layer.hard_forward(x, strategy="triton")  # parameters require grad
+    for strategy in STRATEGIES:
+        with pytest.raises(ValueError, match="no autograd"):
+            layer.hard_forward(x, strategy=strategy)  # parameters require grad
     with torch.no_grad():
         with pytest.raises(ValueError, match="float32/bfloat16/float16"):
             layer.double().hard_forward(x.double(), strategy="triton")
@@ -182,7 +200,10 @@ def test_auto_never_runs_the_interpreter_and_falls_back_with_grad():
     x = torch.randn(5, 6, device=DEVICE)
     with torch.no_grad():
         chosen = kernels.select(layer, x)
-    assert chosen == "triton" if DEVICE == "cuda" else chosen != "triton"
+    assert chosen == "triton" if DEVICE == "cuda" else chosen not in STRATEGIES
+    with torch.no_grad():  # many rows per leaf
+        chosen = kernels.select(layer, torch.randn(200, 6, device=DEVICE))
+    assert chosen == "triton_grouped" if DEVICE == "cuda" else chosen not in STRATEGIES
     assert kernels.select(layer, x) in ("plain", "grouped")  # grad required: autograd strategy
     layer(x).sum().backward()  # the eval forward with grad falls back and backpropagates
     assert layer.w1s.grad is not None
@@ -227,7 +248,7 @@ def test_kernels_compile_for_nvidia_gpus():
         [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("compiled") == 12, result.stdout
+    assert result.stdout.count("compiled") == 20, result.stdout
 
 
 # ------------------------------------------------------------------------------ MoE dispatch

@@ -22,6 +22,30 @@ CONFIGS = [
 ]
 
 
+INDEX_POINTERS = ("experts_ptr", "leaves_ptr", "order_ptr", "sorted_leaves_ptr")
+
+
+def kernels_for(pointer_type: str, sizes: tuple[int, int, int]) -> list[tuple]:
+    """(kernel, constants, num_warps) of every kernel launch fastff makes at these sizes."""
+    blocks = triton_hard.block_sizes(*sizes)
+    warps = blocks.pop("num_warps")
+    grouped = triton_hard.grouped_block_sizes(*sizes)
+    grouped_warps = grouped.pop("num_warps")
+    precision = "ieee" if pointer_type == "*fp32" else "tf32"
+    route = {"BLOCK_M": triton_hard.ROUTE_BLOCK_M, "BLOCK_WALK": 128}
+    return [
+        (triton_jit.fff_hard_kernel, {"DEPTH": 11, "BLOCK_WALK": 1024, **blocks}, warps),
+        (triton_jit.fff_hard_kernel, {"DEPTH": 0, "BLOCK_WALK": 16, **blocks}, warps),
+        (triton_jit.pair_kernel, {"PAIRS_PER_ROW": 2, **blocks}, warps),
+        (triton_jit.route_kernel, {"DEPTH": 11, **route}, 4),
+        (
+            triton_jit.grouped_leaf_kernel,
+            {"DOT_PRECISION": precision, "UPCAST_DOT": False, **grouped},
+            grouped_warps,
+        ),
+    ]
+
+
 def compile_for(fn, pointer_type: str, constants: dict, num_warps: int, capability: int):
     """``fn`` compiled for CUDA compute capability ``capability``: pointers of
     ``pointer_type``, ``act_param`` float32, other runtime arguments int64."""
@@ -29,6 +53,8 @@ def compile_for(fn, pointer_type: str, constants: dict, num_warps: int, capabili
     def kind(name: str) -> str:
         if name in constants:
             return "constexpr"
+        if name in INDEX_POINTERS:
+            return "*i64"
         if name.endswith("_ptr"):
             return pointer_type
         return "fp32" if name == "act_param" else "i64"
@@ -43,15 +69,9 @@ def compile_for(fn, pointer_type: str, constants: dict, num_warps: int, capabili
 def main() -> None:
     assert not triton_jit.INTERPRETED, "run without TRITON_INTERPRET=1"
     for pointer_type, sizes, activation, capability in CONFIGS:
-        blocks = triton_hard.block_sizes(*sizes)
-        num_warps = blocks.pop("num_warps")
-        kernels = (
-            (triton_jit.fff_hard_kernel, {"DEPTH": 11, "BLOCK_WALK": 1024}),
-            (triton_jit.fff_hard_kernel, {"DEPTH": 0, "BLOCK_WALK": 16}),
-            (triton_jit.pair_kernel, {"PAIRS_PER_ROW": 2}),
-        )
-        for fn, extra in kernels:
-            constants = {"ACT": activation, **extra, **blocks}
+        for fn, constants, num_warps in kernels_for(pointer_type, sizes):
+            if "ACT" in fn.arg_names:
+                constants = {"ACT": activation, **constants}
             compiled = compile_for(fn, pointer_type, constants, num_warps, capability)
             assert compiled.asm["cubin"]
             print("compiled", fn.__name__, pointer_type, sizes, f"sm_{capability}", flush=True)

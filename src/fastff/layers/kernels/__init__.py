@@ -13,16 +13,20 @@ that leaf. One module per strategy:
   build`` or ``make kernels``; ``make install`` builds it too).
 - ``gather`` (:mod:`.gather`): one gather per tree level and one leaf gather, with no
   data-dependent shapes: the path ``torch.export`` and ONNX export trace (``fastff.export``).
-  Any device and dtype, autograd; ``auto`` never picks it.
+  Any device and dtype, autograd; ``auto`` picks it only while traced (see :func:`select`).
 - ``triton`` (:mod:`.triton_hard`, kernels in :mod:`.triton_jit`): one Triton launch, one
   program per input row (tree walk, then the leaf's two products and activation); CUDA
   float32/bfloat16/float16, inference only; CPU tensors only in Triton's interpreter
   (``TRITON_INTERPRET=1``), which ``auto`` never runs. Importing fastff never imports triton.
+- ``triton_grouped`` (same module): route in one launch, sort rows by leaf, then one launch
+  evaluates every leaf's rows as tile matrix products; the same limits. ``auto`` takes it on
+  CUDA from ``triton_hard.TRITON_GROUPED_MIN_ROWS_PER_LEAF`` rows per leaf on.
 
 ``auto`` runs the first *preferred* strategy (compiled kernels, in registration order: the C++
-kernel on the CPU, ``triton`` on CUDA) that can compute the call, else, on the CPU, ``grouped``
-when at least :data:`GROUPED_MIN_INPUTS_PER_LEAF` inputs per leaf are expected, else ``plain``.
-On CUDA it never picks ``grouped``, whose per-leaf loop reads the leaf counts back to the host:
+kernel on the CPU, ``triton_grouped`` or ``triton`` on CUDA) that can compute the call, else,
+on the CPU, ``grouped`` when at least :data:`GROUPED_MIN_INPUTS_PER_LEAF` inputs per leaf are
+expected, else ``plain``. On CUDA it never picks ``grouped``, whose per-leaf loop reads the leaf
+counts back to the host:
 there the fallback (gradients required, an activation the kernel lacks, no triton) is ``plain``,
 so every CUDA choice runs without a host synchronisation and can be captured in a CUDA graph.
 The choice is a function of the layer, the input's shape, device and dtype and the grad mode,
@@ -92,6 +96,15 @@ register(Strategy("plain", plain.hard_forward))
 register(Strategy("grouped", grouped.hard_forward))
 register(Strategy("fused_cpu", cpu_fused.hard_forward, cpu_fused.unsupported_reason, True))
 register(Strategy("gather", gather.hard_forward))
+register(  # before `triton`: auto takes it where enough rows share each leaf
+    Strategy(
+        "triton_grouped",
+        triton_hard.grouped_hard_forward,
+        triton_hard.unsupported_reason,
+        preferred=True,
+        auto_unsupported=triton_hard.grouped_auto_unsupported,
+    )
+)
 register(
     Strategy(
         "triton",
@@ -116,7 +129,11 @@ def check_strategy(name: object) -> str:
 
 
 def select(layer: FFF, x2d: torch.Tensor) -> str:
-    """The strategy ``auto`` runs for ``layer`` on the flat batch ``x2d`` (B, D)."""
+    """The strategy ``auto`` runs for ``layer`` on the flat batch ``x2d`` (B, D): ``gather``
+    while ``torch.jit.trace``, ``torch.compile`` or ``torch.export`` traces (no data-dependent
+    shapes or custom ops, so the traced graph serves any batch size)."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return "gather"
     for strategy in REGISTRY.values():
         check = strategy.auto_unsupported or strategy.unsupported
         if strategy.preferred and check(layer, x2d) is None:

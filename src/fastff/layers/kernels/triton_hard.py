@@ -1,4 +1,5 @@
-"""``triton``: the hard forward as one Triton kernel launch, (B, D) -> (B, O); also MoE's pairs.
+"""``triton`` and ``triton_grouped``: the hard forward as Triton kernels, (B, D) -> (B, O); also
+MoE's pairs.
 
 One program per input row walks the tree (one node dot product per level) and evaluates the one
 leaf reached (the two leaf products and the activation) while the row is in cache: nothing is
@@ -8,7 +9,12 @@ accumulation, output in the input's dtype; any depth, leaf width, in/out feature
 the activations of :class:`~fastff.layers.kernels.cpu_fused.KernelActivation`; inference only
 (no autograd: ``torch.no_grad()`` or ``torch.inference_mode()``, or ``auto`` falls back).
 
-Where it runs: CUDA tensors, or CPU tensors where Triton's interpreter runs the kernels
+``triton_grouped`` (:func:`grouped_hard_forward`, for many rows per leaf: ``auto`` takes it on
+CUDA from :data:`TRITON_GROUPED_MIN_ROWS_PER_LEAF` rows per leaf on) routes tiles of rows in one
+launch, sorts the rows by leaf and evaluates each leaf's rows as tile matrix products in a
+second launch; the same inputs, outputs and limits, and no host synchronisation either.
+
+Where they run: CUDA tensors, or CPU tensors where Triton's interpreter runs the kernels
 (``TRITON_INTERPRET=1`` set before they are first imported: the tests do this). Importing fastff
 never imports triton; the first call that could use the kernels imports
 :mod:`fastff.layers.kernels.triton_jit`. ``auto`` considers it for CUDA inputs only.
@@ -140,6 +146,80 @@ def hard_forward(layer: FFF, x2d: torch.Tensor) -> torch.Tensor:
         BLOCK_WALK=min(1024, max(16, triton_next_power_of_2(layer.in_features))), **blocks,
     )  # fmt: skip
     return y
+
+
+TRITON_GROUPED_MIN_ROWS_PER_LEAF = 32
+"""``auto`` runs ``triton_grouped`` instead of ``triton`` on CUDA when batch / 2**depth reaches
+this many rows per leaf (a first rule, as the CPU's ``grouped``; ``make gpu-check`` measures
+where the two actually cross)."""
+
+
+def grouped_auto_unsupported(layer: FFF, x2d: torch.Tensor) -> str | None:
+    """Why ``auto`` should not pick ``triton_grouped`` for this call (too few rows per leaf)."""
+    if x2d.shape[0] < TRITON_GROUPED_MIN_ROWS_PER_LEAF * layer.n_leaves:
+        return f"auto groups from {TRITON_GROUPED_MIN_ROWS_PER_LEAF} rows per leaf on"
+    return auto_unsupported(layer, x2d)
+
+
+def grouped_block_sizes(in_features: int, leaf_width: int, out_features: int) -> dict[str, int]:
+    """Block sizes of :func:`triton_jit.grouped_leaf_kernel` (tiles of at most 8192 elements;
+    every ``tl.dot`` dimension at least 16)."""
+    block_l = max(16, triton_next_power_of_2(leaf_width))
+    side = max(16, min(64, 4096 // block_l))
+    return {
+        "BLOCK_M": 64 if block_l <= 128 else max(16, 8192 // block_l),
+        "BLOCK_D": min(side, max(16, triton_next_power_of_2(in_features))),
+        "BLOCK_L": block_l,
+        "BLOCK_O": min(side, max(16, triton_next_power_of_2(out_features))),
+        "num_warps": 4 if block_l <= 128 else 8,
+    }
+
+
+ROUTE_BLOCK_M = 32
+"""Rows per program of :func:`triton_jit.route_kernel`."""
+
+
+def grouped_hard_forward(layer: FFF, x2d: torch.Tensor) -> torch.Tensor:
+    """``triton_grouped``: route (one launch), sort rows by leaf (torch), then every tile of
+    sorted rows runs its leaves as tile matrix products (one launch), (B, D) -> (B, O).
+
+    No host synchronisation: the grids follow the batch size, a tile loops over the leaves it
+    holds. Suits many rows per leaf; with about one row per leaf ``triton`` does less work.
+    """
+    module = kernel_module()
+    assert not isinstance(module, str), module
+    n_rows = x2d.shape[0]
+    y = torch.empty((n_rows, layer.out_features), device=x2d.device, dtype=x2d.dtype)
+    if n_rows == 0:
+        return y
+    if layer.depth == 0:
+        sorted_leaves = torch.zeros(n_rows, device=x2d.device, dtype=torch.long)
+        order = torch.arange(n_rows, device=x2d.device)
+    else:
+        leaves = torch.empty(n_rows, device=x2d.device, dtype=torch.long)
+        walk = min(128, max(16, triton_next_power_of_2(layer.in_features)))
+        module.route_kernel[(triton_cdiv(n_rows, ROUTE_BLOCK_M),)](
+            x2d, layer.node_weights, layer.node_biases, leaves, n_rows, layer.in_features,
+            *x2d.stride(), *layer.node_weights.stride(), layer.node_biases.stride(0),
+            DEPTH=layer.depth, BLOCK_M=ROUTE_BLOCK_M, BLOCK_WALK=walk,
+        )  # fmt: skip
+        sorted_leaves, order = torch.sort(leaves)
+    code, parameter = kernel_activation(layer.activation)
+    blocks = grouped_block_sizes(layer.in_features, layer.leaf_width, layer.out_features)
+    upcast = module.INTERPRETED and x2d.dtype == torch.bfloat16  # see grouped_leaf_kernel
+    precision = "ieee" if x2d.dtype == torch.float32 or upcast else "tf32"  # 16 bits: unused
+    module.grouped_leaf_kernel[(triton_cdiv(n_rows, blocks["BLOCK_M"]),)](
+        x2d, order, sorted_leaves, layer.w1s, layer.b1s, layer.w2s, layer.b2s, y,
+        n_rows, layer.in_features, layer.leaf_width, layer.out_features, *x2d.stride(),
+        *_leaf_strides(layer.w1s, layer.b1s, layer.w2s, layer.b2s), *y.stride(),
+        ACT=code, act_param=parameter, DOT_PRECISION=precision, UPCAST_DOT=upcast, **blocks,
+    )  # fmt: skip
+    return y
+
+
+def triton_cdiv(n: int, d: int) -> int:
+    """ceil(n / d) for positive ints, as ``triton.cdiv``."""
+    return -(-n // d)
 
 
 def pair_forward(
