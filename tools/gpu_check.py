@@ -8,8 +8,8 @@ fastff runs from ``PYTHONPATH=src``. Steps, in priority order, each with its own
 
 1. ``pytest -m "gpu or triton"`` on the GPU test files (the Triton kernels compiled on CUDA);
 2. the benchmark's ``paper_fig3`` (768 -> 768, leaf 32, depths 1..13, batch 1 and 256, MoE up to
-   8,192 experts) and ``table1`` on CUDA in bfloat16: FF, FFF ``triton`` with ``plain`` and
-   ``grouped`` beside it, MoE; the correctness gates on; CUDA-event timing;
+   8,192 experts) and ``table1`` on CUDA in bfloat16: FF, FFF ``triton`` with ``triton_grouped``,
+   ``plain`` and ``grouped`` beside it, MoE; the correctness gates on; CUDA-event timing;
 3. the ``auto`` crossover (``tools/gpu_measure.py crossover``) and the soft training step
    FFF vs FF under bf16 autocast (``tools/gpu_measure.py train-step``);
 4. short bf16-mixed trainings of a flat FFF and a ViT FFF on ``data=digits``.
@@ -87,8 +87,9 @@ def steps(dry: bool) -> list[tuple[str, int, list[str]]]:
     """(name, time limit in seconds, command) of every step, in the order they run."""
     py = sys.executable
     device = "cpu" if dry else "cuda"
+    extra = "[plain,grouped]" if dry else "[triton_grouped,plain,grouped]"
     bench = [py, "-m", "fastff.bench", f"device={device}", "wandb.mode=disabled",
-             "implementations=[ff,fff,moe]", "extra_fff_strategies=[plain,grouped]"]  # fmt: skip
+             "implementations=[ff,fff,moe]", f"extra_fff_strategies={extra}"]  # fmt: skip
     if dry:
         bench += ["dtype=float32", "fff_strategy=auto", "timing.min_run_time=0.01",
                   "timing.repeats=1", "timing.warmup=1"]  # fmt: skip
