@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from fastff.report.run_flags import run_flags
+
 TABLES = ("table1", "table2", "table3", "fig2")
 """The experiments a run can belong to; a run belongs to the first of its ``task_name`` and tags
 that starts with one of them (``table3_mnist5k`` is Table 3)."""
@@ -26,7 +28,9 @@ STRING_COLUMNS = (
     "dataset",
     "model",
     "layer",
+    "gating",
     "status",
+    "flags",
     "error",
     "git_commit",
 )
@@ -60,6 +64,7 @@ RUN_COLUMNS = (
     "hardening",
     "num_experts",
     "k",
+    "gating",
     "seed",
     "task_name",
     "protocol",
@@ -70,10 +75,12 @@ RUN_COLUMNS = (
     "epochs",
     "wall_time_s",
     "status",
+    "flags",
     "error",
     "git_commit",
 )
-"""The columns of ``runs.csv``: run id, settings, metrics, status, git commit. ``hardening`` is
+"""The columns of ``runs.csv``: run id, settings, metrics, status, flags
+(``fastff.report.run_flags``: ``capped``, ``collapsed``), git commit. ``hardening`` is
 the FFF's h (``inf`` for a frozen tree, empty for FF and MoE); ``protocol`` sums up the training
 settings (optimizer, batch size, epochs, patience) that must agree within one table."""
 
@@ -194,6 +201,7 @@ def row_from_metrics(metrics: Mapping[str, Any], run_id: str) -> dict[str, Any]:
         "hardening": hardening,
         "num_experts": metrics.get("num_experts", layer_cfg.get("num_experts")) if moe else None,
         "k": metrics.get("k", layer_cfg.get("k")) if moe else None,
+        "gating": _gating(layer_cfg) if moe else "",
         "seed": metrics.get("seed", lookup(config, "seed")),
         "task_name": task_name,
         "protocol": protocol_of(config),
@@ -204,9 +212,15 @@ def row_from_metrics(metrics: Mapping[str, Any], run_id: str) -> dict[str, Any]:
         "epochs": metrics.get("epochs"),
         "wall_time_s": metrics.get("wall_time_s"),
         "status": metrics.get("status") or "running",
+        "flags": run_flags(metrics),
         "error": error[0] if error else "",
         "git_commit": git.get("commit") or "",
     }
+
+
+def _gating(layer_cfg: Mapping[str, Any]) -> str:
+    """An MoE's gating: ``noisy`` (Shazeer et al.'s, the default) or ``noiseless``."""
+    return "noiseless" if layer_cfg.get("noisy_gating") is False else "noisy"
 
 
 def _data_name(data_cfg: Any) -> str:

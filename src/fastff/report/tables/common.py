@@ -12,6 +12,7 @@ import pandas as pd
 
 from fastff.report import paper
 from fastff.report.format import DASH
+from fastff.report.run_flags import CAPPED, COLLAPSED, has_flag
 
 TITLES = {
     "table1": "Table 1: FFF vs FF of the same training width",
@@ -69,11 +70,15 @@ def seed_list(values: pd.Series) -> str:
 
 
 def aggregate(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Per configuration (``keys``): the number of runs, their seeds, and mean and std (over
-    seeds, ddof 1) of M_A and G_A, mean ETT_M and ETT_G."""
+    """Per configuration (``keys``): the number of runs, their seeds, mean and std (over
+    seeds, ddof 1) of M_A, G_A, ETT_M and ETT_G, and how many runs are flagged ``capped`` or
+    ``collapsed`` (``fastff.report.run_flags``)."""
     data = runs.copy()
     for column in ("M_A", "G_A", "ETT_M", "ETT_G"):
         data[column] = data[column].astype("float64")
+    flags = data["flags"] if "flags" in data else pd.Series([""] * len(data), index=data.index)
+    data["capped"] = flags.map(lambda f: has_flag(f, CAPPED)).astype("int64")
+    data["collapsed"] = flags.map(lambda f: has_flag(f, COLLAPSED)).astype("int64")
     grouped = data.groupby(keys, dropna=False, sort=False)
     out = grouped.agg(
         n_runs=("run_id", "size"),
@@ -83,9 +88,38 @@ def aggregate(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         G_A_mean=("G_A", "mean"),
         G_A_std=("G_A", "std"),
         ETT_M_mean=("ETT_M", "mean"),
+        ETT_M_std=("ETT_M", "std"),
         ETT_G_mean=("ETT_G", "mean"),
+        ETT_G_std=("ETT_G", "std"),
+        n_capped=("capped", "sum"),
+        n_collapsed=("collapsed", "sum"),
     )
     return out.reset_index()
+
+
+FLAG_COLUMNS = ["ETT_M_std", "ETT_G_std", "n_capped", "n_collapsed"]
+"""The columns :func:`aggregate` adds for the spread of ETT and the flagged runs."""
+
+
+def flags_sentence(frame: pd.DataFrame, labels: list[str]) -> str:
+    """One sentence naming the configurations with runs that hit their epoch cap (still
+    improving: lower bounds) or whose tree collapsed; "" when there are none."""
+    parts = []
+    for label, r in zip(labels, frame.itertuples(), strict=True):
+        notes = []
+        if r.n_capped:
+            notes.append(f"{r.n_capped} of {r.n_runs} at the epoch cap")
+        if r.n_collapsed:
+            notes.append(f"{r.n_collapsed} of {r.n_runs} collapsed")
+        if notes:
+            parts.append(f"{label} ({', '.join(notes)})")
+    if not parts:
+        return ""
+    return (
+        "Flagged runs (at the epoch cap: still improving, so M_A, G_A and ETT are lower bounds; "
+        "collapsed: the hard tree sends half the training inputs to one leaf or half its reached "
+        "units never fire): " + "; ".join(parts) + "."
+    )
 
 
 def finish(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

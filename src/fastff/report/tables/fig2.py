@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fastff.report.format import integer, md_table, mean_std, number
+from fastff.report.format import integer, md_table, mean_std
 from fastff.report.tables.common import (
+    FLAG_COLUMNS,
     TITLES,
     Table,
     aggregate,
     finish,
+    flags_sentence,
     key_of,
     runs_sentence,
     sorted_rows,
@@ -56,6 +58,7 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
             "G_A_std",
             "ETT_M_mean",
             "ETT_G_mean",
+            *FLAG_COLUMNS,
         ],
     )
     rows = [
@@ -66,8 +69,8 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
             str(r.n_runs),
             mean_std(r.M_A_mean, r.M_A_std),
             mean_std(r.G_A_mean, r.G_A_std),
-            number(r.ETT_M_mean, 1),
-            number(r.ETT_G_mean, 1),
+            mean_std(r.ETT_M_mean, r.ETT_M_std, 1),
+            mean_std(r.ETT_G_mean, r.ETT_G_std, 1),
         ]
         for r in frame.itertuples()
     ]
@@ -84,4 +87,6 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
         ),
     ]
     labels = [f"{r.row}" for r in frame.itertuples()]
+    flagged = flags_sentence(frame, labels)
+    text += ["", flagged] if flagged else []
     return Table(f"fig2_{dataset}", "fig2", dataset, frame, "\n".join(text), labels)

@@ -19,11 +19,13 @@ from fastff.report.format import (
     signed,
 )
 from fastff.report.tables.common import (
+    FLAG_COLUMNS,
     TITLES,
     Table,
     add_differences,
     aggregate,
     finish,
+    flags_sentence,
     key_of,
     leaf_order,
     paper_note,
@@ -114,6 +116,7 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
             "G_A_std",
             "ETT_M_mean",
             "ETT_G_mean",
+            *FLAG_COLUMNS,
             "speedup",
             "paper_dataset",
             "paper_M_A",
@@ -149,7 +152,11 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
         cells += [number(r.paper_M_A, 1), signed(r.diff_M_A)] if compare else []
         cells.append(mean_std(r.G_A_mean, r.G_A_std))
         cells += [number(r.paper_G_A, 1), signed(r.diff_G_A)] if compare else []
-        cells += [number(r.ETT_M_mean, 1), number(r.ETT_G_mean, 1), speed_cell(r.speedup)]
+        cells += [
+            mean_std(r.ETT_M_mean, r.ETT_M_std, 1),
+            mean_std(r.ETT_G_mean, r.ETT_G_std, 1),
+            speed_cell(r.speedup),
+        ]
         cells += [number(r.paper_speedup)] if compare else []
         detail.append(cells)
     text = [
@@ -171,6 +178,8 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
         md_table(headers, detail),
     ]
     labels = [f"{r.row}, w={integer(r.training_width)}" for r in frame.itertuples()]
+    flagged = flags_sentence(frame, labels)
+    text += ["", flagged] if flagged else []
     return Table(
         f"table1_{dataset}",
         "table1",

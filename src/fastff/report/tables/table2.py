@@ -16,6 +16,7 @@ from fastff.report.format import (
     signed,
 )
 from fastff.report.tables.common import (
+    FLAG_COLUMNS,
     LAYER_NAMES,
     LAYER_ORDER,
     TITLES,
@@ -23,21 +24,27 @@ from fastff.report.tables.common import (
     add_differences,
     aggregate,
     finish,
+    flags_sentence,
     key_of,
     paper_note,
     runs_sentence,
     sorted_rows,
 )
 
+NOISELESS = "noiseless"
+"""An MoE without gating noise (``noisy_gating=false``): its own row, no paper column."""
+
 
 def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
     """Table 2 on ``dataset``: FF, MoE and FFF per training width: M_A and G_A with their ETT."""
-    agg = aggregate(runs, ["layer", "leaf_width", "training_width"])
+    runs = runs.assign(gating=runs.get("gating", ""))
+    agg = aggregate(runs, ["layer", "gating", "leaf_width", "training_width"])
     agg = sorted_rows(
         agg,
         lambda r: (
             key_of(r["training_width"]) or 0,
             LAYER_ORDER.get(r["layer"], 9),
+            r["gating"] == NOISELESS,
             -(key_of(r["leaf_width"]) or 0),
         ),
     )
@@ -45,6 +52,7 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
     agg["row"] = [
         LAYER_NAMES.get(r.layer, r.layer)
         + (f" l={integer(r.leaf_width)}" if r.layer == "fff" and several_leaves else "")
+        + (" (no noise)" if r.gating == NOISELESS else "")
         for r in agg.itertuples()
     ]
     ref = paper.reference("table2", dataset)
@@ -53,8 +61,9 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
     }
     records = []
     for r in agg.itertuples():
-        paper_leaf_ok = r.layer != "fff" or key_of(r.leaf_width) == 32  # the paper's FFF: l = 32
-        p = theirs.get((r.layer, key_of(r.training_width))) if paper_leaf_ok else None
+        # the paper's FFF has l = 32, its MoE noisy gating
+        paper_like = (r.layer != "fff" or key_of(r.leaf_width) == 32) and r.gating != NOISELESS
+        p = theirs.get((r.layer, key_of(r.training_width))) if paper_like else None
         records.append(
             {
                 **r._asdict(),
@@ -76,6 +85,7 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
             "dataset",
             "row",
             "layer",
+            "gating",
             "leaf_width",
             "training_width",
             "n_runs",
@@ -86,6 +96,7 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
             "G_A_mean",
             "G_A_std",
             "ETT_G_mean",
+            *FLAG_COLUMNS,
             "paper_dataset",
             "paper_M_A",
             "paper_ETT_M",
@@ -117,10 +128,10 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
     detail = []
     for r in frame.itertuples():
         cells = [r.row, integer(r.training_width), str(r.n_runs)]
-        cells += [mean_std(r.M_A_mean, r.M_A_std), number(r.ETT_M_mean, 1)]
+        cells += [mean_std(r.M_A_mean, r.M_A_std), mean_std(r.ETT_M_mean, r.ETT_M_std, 1)]
         if compare:
             cells += [f"{number(r.paper_M_A, 1)} ({integer(r.paper_ETT_M)})", signed(r.diff_M_A)]
-        cells += [mean_std(r.G_A_mean, r.G_A_std), number(r.ETT_G_mean, 1)]
+        cells += [mean_std(r.G_A_mean, r.G_A_std), mean_std(r.ETT_G_mean, r.ETT_G_std, 1)]
         if compare:
             cells += [f"{number(r.paper_G_A, 1)} ({integer(r.paper_ETT_G)})", signed(r.diff_G_A)]
         detail.append(cells)
@@ -140,6 +151,8 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
         md_table(headers, detail),
     ]
     labels = [f"{r.row}, w={integer(r.training_width)}" for r in frame.itertuples()]
+    flagged = flags_sentence(frame, labels)
+    text += ["", flagged] if flagged else []
     return Table(
         f"table2_{dataset}", "table2", dataset, frame, "\n".join(text), labels, ref.label, ref.same
     )

@@ -19,12 +19,14 @@ from fastff.report.format import (
     signed,
 )
 from fastff.report.tables.common import (
+    FLAG_COLUMNS,
     LAYER_NAMES,
     TITLES,
     Table,
     add_differences,
     aggregate,
     finish,
+    flags_sentence,
     key_of,
     leaf_order,
     paper_note,
@@ -111,6 +113,7 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
             "M_A_mean",
             "M_A_std",
             "ETT_G_mean",
+            *FLAG_COLUMNS,
             "kept_pct",
             "speedup",
             "paper_dataset",
@@ -142,7 +145,7 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
         cells += [number(r.paper_G_A, 1), signed(r.diff_G_A)] if compare else []
         cells.append(number(r.kept_pct, 1))
         cells += [number(r.paper_kept_pct, 1)] if compare else []
-        cells += [mean_std(r.M_A_mean, r.M_A_std), number(r.ETT_G_mean, 1)]
+        cells += [mean_std(r.M_A_mean, r.M_A_std), mean_std(r.ETT_G_mean, r.ETT_G_std, 1)]
         detail.append(cells)
     models = ", ".join(sorted({m for m in frame["model"] if m})) or DASH
     text = [
@@ -160,6 +163,8 @@ def build(runs: pd.DataFrame, bench: pd.DataFrame, dataset: str) -> Table:
         f"{r.row}" + (f", h={hardening(r.hardening)}" if r.layer == "fff" else "")
         for r in frame.itertuples()
     ]
+    flagged = flags_sentence(frame, labels)
+    text += ["", flagged] if flagged else []
     return Table(
         f"table3_{dataset}", "table3", dataset, frame, "\n".join(text), labels, ref.label, ref.same
     )
