@@ -320,3 +320,79 @@ def test_a_trial_failing_at_config_parsing_records_the_real_reason(tmp_path):
         "error: layer.width=$(touch marker): Hydra cannot parse this override (mismatched input"
     ), trial["error"]
     assert not (tmp_path / "marker").exists()
+
+
+# ------------------------------------------------------------------------- a disk that fills up
+def _train_on_a_filling_disk(tmp_path: Path, spec: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """``fastff.train`` for 3 epochs with tests/fault_injection/sitecustomize.py making writes
+    fail with ENOSPC as ``spec`` says (``ckpt:N`` / ``metrics:N``)."""
+    run_dir = tmp_path / "run"
+    env = {
+        **os.environ,
+        "FASTFF_FULL_DISK": spec,
+        "PYTHONPATH": str(Path(__file__).parent / "fault_injection"),
+        "TMPDIR": str(tmp_path),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastff.train",
+            "logger=none",
+            "trainer.max_epochs=3",
+            "callbacks.rich_progress_bar=null",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    return proc, run_dir
+
+
+def _one_error_line(proc: subprocess.CompletedProcess, status: int) -> str:
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output, output[-3000:]
+    assert proc.returncode == status, output[-3000:]
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    return line
+
+
+def test_a_checkpoint_write_on_a_full_disk_fails_the_run_and_keeps_the_last(tmp_path):
+    """The first epoch's two checkpoints (best, last) are written; the second epoch's write
+    fails halfway: status failed with the reason, exit 1, the first epoch's last.ckpt intact."""
+    import json
+
+    from fastff.training.checkpoint import load_model, read_checkpoint
+
+    proc, run_dir = _train_on_a_filling_disk(tmp_path, "ckpt:2")
+    line = _one_error_line(proc, 1)
+    assert line.startswith("error: the run stopped: OSError: No space left on device;"), line
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "No space left on device" in metrics["error"]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert read_checkpoint(last)["epoch"] == 0
+    load_model(last)  # complete: it loads
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "best-epoch000.ckpt",
+        "last.ckpt",
+    ]
+
+
+def test_a_metrics_write_on_a_full_disk_fails_the_run_and_keeps_the_previous(tmp_path):
+    """metrics.json written at the start; the final write fails halfway: exit 1 with one line
+    naming the fallback file, which holds the results with status failed; metrics.json is the
+    start's, whole."""
+    import json
+
+    proc, run_dir = _train_on_a_filling_disk(tmp_path, "metrics:1")
+    line = _one_error_line(proc, 1)
+    assert line.startswith(f"error: cannot write {run_dir / 'metrics.json'} (No space left"), line
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "running"
+    fallback = Path(line.split(" are in ", 1)[1].split(";", 1)[0])
+    saved = json.loads(fallback.read_text())
+    assert saved["status"] == "failed" and saved["G_A"] is not None
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".metrics.json.")]

@@ -221,6 +221,9 @@ def run_entry_point(func: Callable[[], T], user_errors: tuple[type[BaseException
 
     - a user error (one of ``user_errors``): ``error: <key> ...``, status 2;
     - a :class:`StopRun` (e.g. divergence): ``error: ...``, status 1;
+    - an OSError (a full disk, a folder that became unwritable): ``error: the run stopped: ...``
+      naming the reason and the file when known, status 1 (the traceback goes to the run's log
+      file); metrics.json has recorded status ``failed`` and that reason;
     - SIGTERM / SIGINT: one line, status 128 + signal number.
 
     In a Hydra multirun, a user error or StopRun of one job is recorded (see
@@ -233,6 +236,14 @@ def run_entry_point(func: Callable[[], T], user_errors: tuple[type[BaseException
         return _job_failed(f"error: {err}", 2)
     except StopRun as err:
         return _job_failed(f"error: {err}", err.exit_status)
+    except OSError as err:
+        log.error("the run stopped", exc_info=True, extra={FILE_ONLY: True})
+        where = f" ({err.filename})" if err.filename else ""
+        return _job_failed(
+            f"error: the run stopped: {type(err).__name__}: {err.strerror or err}{where}; "
+            "metrics.json says failed, and the checkpoints written before are kept",
+            1,
+        )
     except Terminated as err:
         _exit_with_line(f"fastff: {err}; the results so far are in metrics.json", 128 + err.signum)
 

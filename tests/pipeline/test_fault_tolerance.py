@@ -151,19 +151,47 @@ def test_interrupt_during_start_up_still_writes_metrics(make_cfg, monkeypatch):
     assert written["config"]["seed"] == cfg.seed
 
 
-def test_unwritable_metrics_are_printed_and_saved_elsewhere(make_cfg, monkeypatch, capsys):
+def test_unwritable_metrics_fail_the_run_and_are_saved_elsewhere(make_cfg, monkeypatch, capsys):
+    """A metrics.json that cannot be written at the end (a full disk): the results are printed
+    and saved to a named fallback with status failed, the run fails (ResultsNotSaved), and the
+    metrics.json written at the start stays as it was."""
+    from fastff.atomic_json import write_json_atomic
+    from fastff.training.run_results import ResultsNotSaved
+
+    calls = []
+
+    def full_disk_after_the_first(path, data, **kwargs):
+        calls.append(path)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        return write_json_atomic(path, data, **kwargs)
+
+    monkeypatch.setattr("fastff.training.run_results.write_json_atomic", full_disk_after_the_first)
+    cfg = make_cfg("trainer.max_epochs=1", "+trainer.limit_train_batches=2", *QUICK)
+    with pytest.raises(ResultsNotSaved, match="No space left on device") as caught:
+        train(cfg)
+    assert _metrics(cfg)["status"] == "running"  # the one written at the start, intact
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: cannot write")]
+    fallback = Path(warnings[-1].rsplit(" ", 1)[1])
+    assert str(fallback) in str(caught.value)
+    saved = json.loads(fallback.read_text())
+    assert saved["status"] == "failed" and "No space left on device" in saved["error"]
+    assert saved["G_A"] is not None and f'"G_A": {saved["G_A"]}' in err
+    fallback.unlink()
+
+
+def test_metrics_unwritable_from_the_start_stop_before_any_work(make_cfg, monkeypatch):
+    from fastff.training.run_results import ResultsNotSaved
+
     def refuse(path, data):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr("fastff.training.run_results.write_json_atomic", refuse)
-    results = train(make_cfg("trainer.max_epochs=1", "+trainer.limit_train_batches=2", *QUICK))
-    err = capsys.readouterr().err
-    warnings = [line for line in err.splitlines() if line.startswith("warning: cannot write")]
-    warning = warnings[-1]
-    fallback = Path(warning.rsplit(" ", 1)[1])
-    assert json.loads(fallback.read_text())["G_A"] == results["G_A"] is not None
-    assert f'"G_A": {results["G_A"]}' in err
-    fallback.unlink()
+    cfg = make_cfg(*QUICK)
+    with pytest.raises(ResultsNotSaved, match="Permission denied"):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir, "checkpoints").exists()
 
 
 def test_no_training_batches_is_a_smoke_test_not_a_result(make_cfg):

@@ -24,6 +24,7 @@ from typing import Any
 import lightning as L
 
 from fastff.atomic_json import write_json_atomic
+from fastff.hydra_app import StopRun
 from fastff.results_schema import RESULT_KEYS, SCHEMA_VERSION
 from fastff.training.protocol import PaperProtocol
 from fastff.training.results import percent
@@ -68,12 +69,20 @@ class RunResults(L.Callback):
         }
         self.written = False
         self.fallback: Path | None = None
+        self.write_error: OSError | None = None
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
         """Write metrics.json (status ``running``) now, and again with the reason if anything in
-        the block raises before a trainer hook has recorded it (start-up, W&B, data loading)."""
+        the block raises before a trainer hook has recorded it (start-up, W&B, data loading).
+
+        Raises:
+            ResultsNotSaved: metrics.json could not be written, now (nothing else is done) or
+                when the block ended (the results are in the fallback file a warning names).
+        """
         self.write()
+        if self.write_error is not None:
+            raise self.not_saved()
         try:
             yield
         except BaseException as err:
@@ -81,6 +90,17 @@ class RunResults(L.Callback):
                 self.record_exception(err)
                 self.finish(None, status_of(err))
             raise
+        if self.write_error is not None:
+            raise self.not_saved()
+
+    def not_saved(self) -> ResultsNotSaved:
+        """The error that ends a run whose metrics.json could not be written."""
+        err = self.write_error
+        reason = (err.strerror if err is not None else None) or str(err)
+        return ResultsNotSaved(
+            f"cannot write {self.path} ({reason}); the run's results, status failed, are in "
+            f"{self.fallback}; a metrics.json written before is kept as it was"
+        )
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.test:
@@ -137,19 +157,29 @@ class RunResults(L.Callback):
         try:
             return write_json_atomic(self.path, self.results)
         except OSError as err:
+            self.write_error = err
             if self.fallback is None:
                 fd, name = tempfile.mkstemp(prefix="fastff-metrics-", suffix=".json")
                 os.close(fd)
                 self.fallback = Path(name)
             fallback = self.fallback
-            fallback.write_text(json.dumps(self.results, indent=2, default=str) + "\n")
-            print(json.dumps(_headline(self.results), default=str), file=sys.stderr)
+            saved = {  # the run fails: its results are not where they belong
+                **self.results,
+                "status": "failed",
+                "error": f"cannot write {self.path}: {err.strerror or err}",
+            }
+            fallback.write_text(json.dumps(saved, indent=2, default=str) + "\n")
+            print(json.dumps(_headline(saved), default=str), file=sys.stderr)
             print(
                 f"warning: cannot write {self.path} ({err.strerror or err}); the results above "
                 f"are also in {fallback}",
                 file=sys.stderr,
             )
             return Path(fallback)
+
+
+class ResultsNotSaved(StopRun):
+    """metrics.json could not be written (a full disk, an unwritable folder): the run fails."""
 
 
 def is_smoke_test(trainer_cfg: Any) -> bool:
