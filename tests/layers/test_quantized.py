@@ -5,6 +5,8 @@ the float layer's; storage, dtype moves and state dicts keep the compact tensors
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -286,3 +288,15 @@ def test_quantize_a_model_replaces_fff_and_ff_and_leaves_the_original(format):
     expected = torch.relu(hidden @ w1.T + fc1.bias) @ w2.T + fc2.bias
     with torch.inference_mode():
         torch.testing.assert_close(quantized(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_quantized_layers_import_only_torch():
+    code = (
+        "import sys, fastff.layers.quantized_fff, fastff.layers.quantized_moe, "
+        "fastff.layers.quantized_linear\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'lightning', 'hydra', 'omegaconf', 'wandb', 'timm', 'pandas'})\n"
+        "assert not bad, bad"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
