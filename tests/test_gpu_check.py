@@ -33,10 +33,10 @@ def _overrides(command: list[str], entry: str) -> list[str]:
 def test_every_step_composes_and_validates(dry, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the GPU run's device=cuda
     steps = gpu_check.steps(dry)
-    assert [name for name, _, _ in steps][:2] == ["pytest", "bench_paper_fig3"]
-    assert sum(limit for _, limit, _ in steps) <= gpu_check.TOTAL_S <= 8 * 60
+    assert [step[0] for step in steps][:2] == ["pytest", "bench_paper_fig3"]
+    assert sum(step[1] for step in steps) <= gpu_check.TOTAL_S <= 8 * 60
     seen = set()
-    for name, _, command in steps:
+    for name, _, command, _ in steps:
         if "fastff.bench" in command:
             cfg = compose_config("bench", _overrides(command, "fastff.bench"), tmp_path / name)
             runner.validate(cfg)
@@ -56,7 +56,7 @@ def test_every_step_composes_and_validates(dry, tmp_path, monkeypatch):
         else:
             assert (REPO / command[1]).is_file()  # tools/gpu_measure.py
     assert seen == {"bench", "train", "pytest"}
-    fig3 = next(c for n, _, c in steps if n == "bench_paper_fig3")
+    fig3 = next(step[2] for step in steps if step[0] == "bench_paper_fig3")
     if not dry:
         assert "modes.paper_fig3.max_depth=13" in fig3
         assert "modes.paper_fig3.batch_sizes=[1,256]" in fig3

@@ -22,7 +22,6 @@ never imports triton; the first call that could use the kernels imports
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 from types import ModuleType
@@ -42,9 +41,20 @@ TILE_ELEMENTS = 8192
 unless the leaf width alone needs more (the hidden vector stays in registers)."""
 
 
-@functools.cache
+_KERNELS: ModuleType | str | None = None
+"""The outcome of the first :func:`kernel_module` call (a plain global: torch.compile reads it
+without tracing the import again)."""
+
+
 def kernel_module() -> ModuleType | str:
     """:mod:`.triton_jit` (imported once per process), or why it cannot be imported."""
+    global _KERNELS
+    if _KERNELS is None:
+        _KERNELS = _import_kernels()
+    return _KERNELS
+
+
+def _import_kernels() -> ModuleType | str:
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed"
     try:
