@@ -78,9 +78,9 @@ class _AbsentOnGpu(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, _AbsentOnGpu())
 '''
 
-GPU_TESTS = [
-    "tests/layers/test_triton_kernels.py",
+GPU_TESTS = [  # the GPU-only checks first: a step that runs out keeps their results
     "tests/test_gpu_triton.py",
+    "tests/layers/test_triton_kernels.py",
     "tests/test_gpu.py",
     "tests/layers/test_fast_paths.py",
 ]
@@ -109,7 +109,7 @@ def steps(dry: bool) -> list[tuple[str, int, list[str], dict[str, str]]]:
         train = ["trainer=cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
                  "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1"]  # fmt: skip
     else:
-        bench += ["dtype=bfloat16", "fff_strategy=triton", "timing.min_run_time=0.05",
+        bench += ["dtype=bfloat16", "fff_strategy=triton", "timing.min_run_time=0.03",
                   "timing.repeats=2", "timing.warmup=3"]  # fmt: skip
         fig3 = ["modes.paper_fig3.max_depth=13", "modes.paper_fig3.batch_sizes=[1,256]"]
         table1 = []
@@ -119,18 +119,18 @@ def steps(dry: bool) -> list[tuple[str, int, list[str], dict[str, str]]]:
     measure = [py, "tools/gpu_measure.py"]
     out = RESULTS
     return [
-        ("pytest", 150, [py, "-m", "pytest", "-m", "gpu or triton", "-rs", "-q",
-                         "-p", "no:cacheprovider", f"--junitxml={out}/pytest.xml",
+        ("pytest", 170, [py, "-m", "pytest", "-m", "gpu or triton", "-rs", "-v",
+                         "--timeout=90", "-p", "no:cacheprovider", f"--junitxml={out}/pytest.xml",
                          *tests, *GPU_TESTS], NO_CPU_KERNEL),
         ("bench_paper_fig3", 110, [*bench, "mode=paper_fig3", *fig3,
                                    f"hydra.run.dir={out}/bench_paper_fig3"], {}),
-        ("crossover", 65, [*measure, "crossover", str(out / "crossover"), f"--device={device}"],
+        ("crossover", 55, [*measure, "crossover", str(out / "crossover"), f"--device={device}"],
          {}),
-        ("bench_table1", 30, [*bench, "mode=table1", *table1,
+        ("bench_table1", 25, [*bench, "mode=table1", *table1,
                               f"hydra.run.dir={out}/bench_table1"], {}),
         ("train_step", 20, [*measure, "train-step", str(out / "train_step"),
                             f"--device={device}"], {}),
-        ("train_flat_fff", 30, [py, "-m", "fastff.train", *train,
+        ("train_flat_fff", 25, [py, "-m", "fastff.train", *train,
                                 f"hydra.run.dir={out}/train_flat_fff"], {}),
         ("train_vit_fff", 45, [py, "-m", "fastff.train", *train, "model=vit",
                                f"hydra.run.dir={out}/train_vit_fff"], {}),

@@ -77,7 +77,7 @@ def crossover(out: Path, device: str) -> None:
     depths = [2, 4] if dry else [4, 8, 11, 13]
     batches = [1, 7, 64] if dry else [1, 16, 64, 256, 1024, 4096, 16384, 65536]
     strategies = ["plain", "grouped", "gather"] + ([] if dry else ["triton", "triton_grouped"])
-    min_run_time = 0.01 if dry else 0.05
+    min_run_time = 0.01 if dry else 0.03
     tiny = torch.zeros(1, device=device)
     launch_s = seconds_per_call(lambda: tiny.add_(1.0), device, min_run_time)
     rows = []
@@ -127,7 +127,7 @@ def train_step(out: Path, device: str) -> None:
     dry = device == "cpu"
     features, leaf, batch = (24, 4, 16) if dry else (768, 32, 256)
     depths = [1, 2] if dry else [2, 4, 6, 8]
-    min_run_time = 0.01 if dry else 0.1
+    min_run_time = 0.01 if dry else 0.05
     rows = []
     for depth in depths:
         width = leaf * 2**depth
