@@ -142,6 +142,12 @@ def _table_figures(
         elif table.kind == "fig2":
             figure = figures.fig2_figure(table.frame)
             caption = f"Figure 2 on {table.dataset}: FFF vs FF at equal inference size"
+        elif table.kind == "runs":
+            figure = figures.runs_figure(table.frame)
+            caption = (
+                f"Runs of no paper table on {table.dataset}: M_A and G_A vs training width, one "
+                "line per combination of the settings that vary (error bars: std over seeds)"
+            )
         if figure is not None:
             path = figures.save(figure, output_dir / "figures" / f"{table.name}.png")
             out.setdefault(table.name, []).append(FigureRef(caption, f"figures/{path.name}"))

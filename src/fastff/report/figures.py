@@ -3,6 +3,7 @@
 
 - :func:`table1_figure`: M_A and G_A vs training width per leaf width, with the FF line (Table 1).
 - :func:`fig2_figure`: FFF vs FF at equal inference size (Figure 2).
+- :func:`runs_figure`: M_A and G_A vs training width of runs that belong to no paper table.
 - :func:`speed_figure`: inference time of FF, MoE and FFF vs training width, one panel per batch
   size (Figures 3-4).
 - :func:`entropy_figure`: mean node entropy per tree level over epochs (Figures 5-6).
@@ -107,6 +108,29 @@ def table1_figure(frame: pd.DataFrame, paper_label: str = "") -> Figure:
         axis.set_xlabel("training width w (neurons)")
         axis.set_ylabel(METRIC_NAMES[metric])
         axis.set_title(f"{metric} on {dataset}: FF vs FFF per leaf width l")
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=8, title="error bars: std over seeds", title_fontsize=7)
+    return figure
+
+
+def runs_figure(frame: pd.DataFrame) -> Figure:
+    """Runs of no paper table on one dataset: M_A and G_A (mean, error bars = std over seeds) vs
+    training width, one line per row of the table (a combination of the settings that vary).
+
+    Args:
+        frame: a runs frame (:func:`fastff.report.tables.by_width.build`).
+    """
+    figure = _figure(2)
+    dataset = frame["dataset"].iloc[0] if len(frame) else ""
+    for axis, metric in zip(figure.subplots(1, 2), ("M_A", "G_A"), strict=True):
+        for row, group in frame.groupby("row", sort=False):
+            group = group.sort_values("training_width")
+            x = group["training_width"].astype(float)
+            _errorline(axis, x, group[f"{metric}_mean"], group[f"{metric}_std"], label=row)
+        _log2_axis(axis, list(frame["training_width"].astype(float)))
+        axis.set_xlabel("training width w (neurons)")
+        axis.set_ylabel(METRIC_NAMES[metric])
+        axis.set_title(f"{metric} on {dataset}")
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=8, title="error bars: std over seeds", title_fontsize=7)
     return figure

@@ -155,8 +155,9 @@ def report_markdown(
     if len(loose):
         names = ", ".join(sorted({t or DASH for t in loose["task_name"]}))
         summary.append(
-            f"{len(loose)} finished run(s) belong to no table (task_name {names}; a run belongs "
-            "to a table by a tag or task_name starting with table1, table2, table3 or fig2)."
+            f"{len(loose)} finished run(s) belong to no paper table (task_name {names}; a run "
+            "belongs to a table by a tag or task_name starting with table1, table2, table3 or "
+            "fig2): tabulated by training width in 'Runs by training width'."
         )
     summary += [line for t in tables if (line := _seeds_line(t))]
     summary += [line for t in tables if (line := differences(t))]

@@ -94,9 +94,16 @@ STATUSES = (
     "running",
     "missing",
     "unreadable",
+    "incomplete",
+    "invalid",
 )
-"""metrics.json's statuses, then ``missing`` (a sweep trial without metrics.json) and
-``unreadable`` (a metrics.json that is not valid JSON). Only ``finished`` runs are averaged."""
+"""metrics.json's statuses, then ``missing`` (a sweep trial without metrics.json),
+``unreadable`` (a metrics.json that is not valid JSON), ``incomplete`` (one without a status) and
+``invalid`` (one that says finished but whose M_A or G_A is no accuracy: Infinity, NaN, a string,
+outside 0-100). Only ``finished`` runs are averaged."""
+
+ACCURACIES = ("M_A", "G_A")
+"""The results a finished run must hold as a number from 0 to 100 (or null: not measured)."""
 
 
 def lookup(config: Mapping[str, Any], *path: str) -> Any:
@@ -215,7 +222,37 @@ def row_from_metrics(metrics: Mapping[str, Any], run_id: str) -> dict[str, Any]:
         "flags": run_flags(metrics),
         "error": error[0] if error else "",
         "git_commit": git.get("commit") or "",
-    }
+    } | _status_of(metrics)
+
+
+def _status_of(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``status`` and ``error`` overrides for a metrics.json without a (valid) status, or that
+    says finished without valid accuracies; {} for the others."""
+    status = metrics.get("status")
+    if status is None or status == "":
+        return {"status": "incomplete", "error": "metrics.json has no status"}
+    if not isinstance(status, str):
+        return {"status": "unreadable", "error": f"metrics.json's status is {status!r}"}
+    if status != FINISHED:
+        return {}
+    for key in ACCURACIES:
+        problem = _accuracy_problem(metrics.get(key))
+        if problem:
+            return {"status": "invalid", "error": f"finished, but {key} is {problem}"}
+    return {}
+
+
+def _accuracy_problem(value: Any) -> str | None:
+    """Why ``value`` is no accuracy in percent, or None (None itself: not measured)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{value!r} ({type(value).__name__}), not a number"
+    if math.isnan(value) or math.isinf(value):
+        return f"{value}, not a finite number"
+    if not 0 <= value <= 100:
+        return f"{value}, outside 0-100"
+    return None
 
 
 def _gating(layer_cfg: Mapping[str, Any]) -> str:
@@ -224,12 +261,19 @@ def _gating(layer_cfg: Mapping[str, Any]) -> str:
 
 
 def _data_name(data_cfg: Any) -> str:
-    """The dataset's name from a data config's ``_target_`` (used only when metrics.json has no
-    ``dataset``: a run that failed before loading its data)."""
+    """The dataset's config name (``mnist``) from a data config's ``_target_``, the name of the
+    ``conf/data/*.yaml`` that uses it (used only when metrics.json has no ``dataset``: a run that
+    failed before loading its data); a target no config uses gives its class name without
+    ``DataModule``, lower case."""
     if not isinstance(data_cfg, Mapping):
         return str(data_cfg or "")
-    module = str(data_cfg.get("_target_") or "").split(".")
-    return module[-2] if len(module) >= 2 else ""
+    from fastff.registry import kinds
+
+    target = str(data_cfg.get("_target_") or "")
+    names = [name for name, used in kinds("data").items() if used == target]
+    if len(names) == 1:
+        return names[0]
+    return target.rsplit(".", 1)[-1].removesuffix("DataModule").lower()
 
 
 _VARIANT = re.compile(r"^(?P<layer>fff|ff|moe)(?:_l(?P<leaf>\d+))?(?:_d(?P<depth>\d+))?")

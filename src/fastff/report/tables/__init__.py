@@ -5,6 +5,7 @@ one dataset, as a frame (the CSV file) and a markdown text in the paper's layout
 table per configuration with the paper's numbers and the differences. Unfinished runs are never
 averaged in (the report lists them). One module per table: :mod:`.table1`, :mod:`.table2`,
 :mod:`.table3`, :mod:`.fig2` (Figure 2's numbers) and :mod:`.speed` (Figures 3-4's ratios);
+finished runs of no paper table get :mod:`.by_width` (accuracy vs width, grouped by what varies);
 :mod:`.common` holds what they share.
 """
 
@@ -18,13 +19,13 @@ import pandas as pd
 from fastff.report.errors import ReportError
 from fastff.report.format import DASH
 from fastff.report.rows import FINISHED, TABLES
-from fastff.report.tables import fig2, speed, table1, table2, table3
+from fastff.report.tables import by_width, fig2, speed, table1, table2, table3
 from fastff.report.tables.common import TITLES, Table, aggregate
 
 __all__ = ["CHOICES", "TITLES", "Built", "Table", "aggregate", "build_tables"]
 
-CHOICES = (*TABLES, "speed", "all")
-"""Values of ``--table``."""
+CHOICES = (*TABLES, "speed", "runs", "all")
+"""Values of ``--table`` (``runs``: the finished runs that belong to no paper table, by width)."""
 LAYERS = {"table1": ("ff", "fff"), "table2": ("ff", "moe", "fff"), "fig2": ("ff", "fff")}
 """The layers each table compares (Table 3: every run)."""
 
@@ -103,6 +104,15 @@ def build_tables(runs: pd.DataFrame, bench: pd.DataFrame, which: str = "all") ->
                 notes.append(f"Skipped: {problem}. Report them one experiment at a time.")
                 continue
             tables.append(BUILDERS[table](part, bench, dataset))
+    if which in ("runs", "all"):
+        loose = finished[finished["table"] == ""]
+        if loose.empty and which == "runs":
+            raise ReportError(
+                "--table runs: every finished run belongs to a paper table (or there are none); "
+                "use --table all"
+            )
+        for dataset in sorted(set(loose["dataset"])):
+            tables.append(by_width.build(loose[loose["dataset"] == dataset], dataset))
     if which in ("speed", "all"):
         built = speed.build(bench)
         if built is not None:

@@ -20,6 +20,7 @@ TITLES = {
     "table3": "Table 3: FFF in a vision transformer",
     "fig2": "Figure 2: FFF vs FF of the same inference size",
     "speed": "Figures 3-4: inference speed, FF vs MoE vs FFF",
+    "runs": "Runs by training width, no paper table",
 }
 """Each table's heading."""
 DECIMALS = 4
