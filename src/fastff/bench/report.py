@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -38,32 +39,100 @@ SHOWN = [
 ]
 
 
+TABLE_WIDTH = 100
+"""The printed table's largest width in characters: wider tables are split into several, each
+repeating the columns that tell the rows apart (the CSV has every column)."""
+
+KEY_COLUMNS = ["device", "dtype", "part", "batch", "depth", "leaf_width", "training_width"]
+"""Columns that tell a row apart; one value shared by every row goes to the title instead."""
+
+HEADERS = {
+    "training_width": "width",
+    "leaf_width": "leaf",
+    "ideal FF/FFF": "ideal",
+    "fff_strategy": "strategy",
+    "compact_strategy": "compact strategy",
+}
+"""Short printed headers (the CSV keeps the full names)."""
+
+CHECK_CELL = 12
+"""Longer ``check`` texts (a failed check's reason) are printed under the table."""
+
+
 def _format(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
-        return f"{value:.4g}"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.3g}"
     return str(value)
 
 
-def print_table(frame: pd.DataFrame, title: str, console: Console | None = None) -> None:
-    """Print the main columns as a rich table, then every skip and error note."""
-    console = console or Console()
-    columns = [c for c in SHOWN if c in frame.columns and frame[c].notna().any()]
-    columns += [c for c in frame.columns if c.startswith("t_FFF[")]
-    table = Table(title=title)
+def header(column: str) -> str:
+    """The printed header of a CSV column: ``t_FF_onnx_ms`` -> ``FF onnx ms``, ``training_width``
+    -> ``width``; others unchanged."""
+    if column in HEADERS:
+        return HEADERS[column]
+    if column.startswith("t_") and column.endswith("_ms"):
+        return column[2:-3].replace("_", " ") + " ms"
+    return column
+
+
+def _check_cell(value: Any) -> str:
+    text = _format(value)
+    return text if len(text) <= CHECK_CELL else "failed (below)"
+
+
+def _where(row: pd.Series) -> str:
+    return f"{row['device']} batch {row['batch']} depth {row['depth']}, leaf {row['leaf_width']}"
+
+
+def _table(frame: pd.DataFrame, columns: list[str], title: str | None) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left")
     for column in columns:
-        table.add_column(escape(column), justify="right" if column != "check" else "left")
+        justify = "left" if column.startswith("check") else "right"
+        table.add_column(escape(header(column)), justify=justify, no_wrap=True)
     for _, row in frame.iterrows():
-        cells = [escape(_format(row[c])) for c in columns]
+        cells = [
+            escape(_check_cell(row[c]) if c.startswith("check") else _format(row[c]))
+            for c in columns
+        ]
         style = None if row.get("check", "ok") in ("ok", "not checked") else "red"
         table.add_row(*cells, style=style)
-    console.print(table)
+    return table
+
+
+def print_table(frame: pd.DataFrame, title: str, console: Console | None = None) -> None:
+    """Print the main columns as rich tables at most :data:`TABLE_WIDTH` (or the terminal's
+    width) wide, then every failed check's reason and every skip and error note."""
+    console = console or Console()
+    width = min(console.width, TABLE_WIDTH)
+    columns = [c for c in SHOWN if c in frame.columns and frame[c].notna().any()]
+    columns += [c for c in frame.columns if c.startswith("t_FFF[")]
+    shared = [c for c in KEY_COLUMNS if c in columns and len(frame) and frame[c].nunique() == 1]
+    named = [c for c in shared if c != "dtype"]  # the title names the dtype
+    if named:
+        title += ": " + ", ".join(f"{header(c)} {_format(frame[c].iloc[0])}" for c in named)
+    keys = [c for c in KEY_COLUMNS if c in columns and c not in shared]
+    values = [c for c in columns if c not in KEY_COLUMNS]
+    groups: list[list[str]] = [[]]
+    for column in values:  # greedy: as many value columns per table as fit the width
+        candidate = _table(frame, keys + groups[-1] + [column], None)
+        if groups[-1] and console.measure(candidate).maximum > width:
+            groups.append([])
+        groups[-1].append(column)
+    console.print(title, style="bold", soft_wrap=True)
+    for group in groups:
+        console.print(_table(frame, keys + group, None), width=width)
     for _, row in frame.iterrows():
+        for column in (c for c in columns if c.startswith("check")):
+            if len(_format(row[column])) > CHECK_CELL:
+                reason = escape(_format(row[column]))
+                console.print(f"[red]{_where(row)}: {column} {reason}[/red]", width=width)
         if isinstance(row.get("notes"), str) and row["notes"]:
-            where = f"{row['device']} batch {row['batch']} depth {row['depth']}"
             note = escape(row["notes"])
-            console.print(f"[yellow]{where}, leaf {row['leaf_width']}:[/yellow] {note}")
+            console.print(f"[yellow]{_where(row)}:[/yellow] {note}", width=width)
 
 
 def write_csv(frame: pd.DataFrame, run_dir: Path, mode: str) -> Path:
@@ -157,7 +226,14 @@ def log_wandb(
     headline speedups, so a W&B sweep sees its metric)."""
     import wandb
 
-    run = wandb.init(mode=mode, dir=str(run_dir), project=project, config=config, job_type="bench")
+    run = wandb.init(
+        mode=mode,
+        dir=str(run_dir),
+        project=project,
+        config=config,
+        job_type="bench",
+        settings=wandb.Settings(silent=True),  # no banner or summary lines on the terminal
+    )
     try:
         payload: dict[str, Any] = {"results": wandb.Table(dataframe=frame)}
         payload.update({f"plots/{p.stem}": wandb.Image(str(p)) for p in plots})

@@ -374,7 +374,9 @@ def run(cfg: DictConfig, run_dir: Path, console: Console | None = None) -> pd.Da
     report.print_table(frame, title, console)
     csv_path = report.write_csv(frame, run_dir, cfg.mode)
     plots = report.write_plots(frame, run_dir, cfg.mode)
-    console.print(f"Results: {csv_path}; plots: {', '.join(str(p) for p in plots)}")
+    console.print(f"Results: {csv_path}", soft_wrap=True)
+    if plots:
+        console.print(f"Plots: {', '.join(str(p) for p in plots)}", soft_wrap=True)
 
     summary = summary_metrics(frame, cfg)
     write_summary(summary, run_dir)
