@@ -396,3 +396,45 @@ def test_a_metrics_write_on_a_full_disk_fails_the_run_and_keeps_the_previous(tmp
     assert saved["status"] == "failed" and saved["G_A"] is not None
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".metrics.json.")]
+
+
+def test_dry_run_lists_every_trial_that_would_fail(tmp_path):
+    path = tmp_path / "widths.yaml"
+    path.write_text(
+        "name: widths\nmethod: grid\nmetric: {name: G_A, goal: maximize}\n"
+        "parameters:\n  layer.width: {values: [-5, 48, 'abc', 64]}\n  logger: {value: none}\n"
+        'command: ["${env}", "${interpreter}", -m, fastff.train, "${args_no_hyphens}"]\n'
+    )
+    proc = _sweep_cli(tmp_path, str(path), "--dry-run")
+    output = " ".join((proc.stdout + proc.stderr).split())
+    assert "Traceback" not in output
+    assert proc.returncode == 1, output[-3000:]
+    assert "3 of the 4 trials to run would fail:" in output
+    for trial, value in (("0001", "-5"), ("0002", "48"), ("0003", "abc")):
+        assert f"trial {trial}: error: layer.width" in output and value in output
+    assert "trial 0004: error" not in output
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_adopts_a_trial_that_finished_unrecorded(tmp_path):
+    import json
+
+    path = tmp_path / "fake.yaml"
+    path.write_text(
+        "name: fake\nmethod: grid\nmetric: {name: score, goal: maximize}\n"
+        "parameters:\n  x: {values: [1, 2]}\n  hydra: {value: true}\n"
+        'command: ["${env}", "${interpreter}", -m, fake_trial, "${args_no_hyphens}"]\n'
+    )
+    assert _sweep_cli(tmp_path, str(path)).returncode == 0
+    state_path = tmp_path / "out" / "fake" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["trials"][1].update(status="running", metric=None)  # killed before it was recorded
+    state_path.write_text(json.dumps(state))
+    run_dir = Path(state["trials"][1]["run_dir"])
+    before = (run_dir / "metrics.json").read_text()
+    proc = _sweep_cli(tmp_path, str(path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "1 finished result(s) adopted" in " ".join(proc.stdout.split())
+    trial = json.loads(state_path.read_text())["trials"][1]
+    assert trial["status"] == "finished" and trial["attempts"] == 1 and trial["metric"] == -1.0
+    assert (run_dir / "metrics.json").read_text() == before

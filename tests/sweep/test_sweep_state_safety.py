@@ -202,6 +202,19 @@ def test_a_result_of_another_commit_is_adopted_and_flagged(write_sweep, tmp_path
     assert trial.note == "made at git commit c0ffee, this checkout is at 1234567890ab"
     saved = json.loads((out / "fake" / "state.json").read_text())
     assert saved["trials"][0]["note"] == trial.note
+    # the report flags it too
+    from fastff.report.cli import main as report
+
+    assert (
+        report([str(out / "fake"), "-o", str(tmp_path / "report"), "--wandb-mode", "disabled"]) == 0
+    )
+    runs = (tmp_path / "report" / "runs.csv").read_text().splitlines()
+    (row,) = [line for line in runs if line.startswith("trials/0001,")]
+    assert "other_commit" in row.split(",")
+    assert (
+        f"trials/0001: {trial.note} (adopted by fastff.sweep; flagged)"
+        in (tmp_path / "report" / "report.md").read_text()
+    )
 
 
 def test_a_finished_result_of_other_settings_is_kept_aside_not_deleted(write_sweep, tmp_path):

@@ -26,6 +26,8 @@ from fastff.report.bench import normalize_bench
 from fastff.report.errors import ReportError
 from fastff.report.rows import RUN_COLUMNS, normalize_runs, row_from_metrics, row_from_trial
 
+OTHER_COMMIT = "other_commit"
+"""The flag of a sweep trial whose result the runner adopted from another git commit."""
 SKIPPED_DIRS = frozenset({"wandb", "checkpoints", ".hydra", "__pycache__", ".git"})
 """Folders never searched: W&B's and Lightning's own files, Hydra's config copies."""
 ALLOWED = (
@@ -173,16 +175,26 @@ def _read_metrics(path: Path, run_id: str, found: _Found) -> None:
 
 
 def _read_sweep_state(root: Path, path: Path, seen: set[str], found: _Found) -> None:
-    """Trials of a local sweep (``fastff.sweep``) that left no metrics.json: ``missing`` runs."""
+    """Trials of a local sweep (``fastff.sweep``) that left no metrics.json: ``missing`` runs.
+    A trial the runner flagged (a ``note``: e.g. a result adopted from another git commit)
+    gets the flag ``other_commit`` and the note among the report's notes."""
     try:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
         return
     if not isinstance(state, dict) or "fingerprint" not in state:
         return  # not a fastff sweep's state
+    rows = {row.get("run_id"): row for row in found.rows}
     for trial in state.get("trials") or []:
+        if not isinstance(trial, dict):
+            continue
         folder = path.parent / "trials" / str(trial.get("id"))
         run_id = _run_id(root, folder)
+        note = trial.get("note")
+        if isinstance(note, str) and note and run_id in rows:
+            row = rows[run_id]
+            row["flags"] = ";".join(f for f in (row.get("flags") or "", OTHER_COMMIT) if f)
+            found.notes.append(f"{run_id}: {note} (adopted by fastff.sweep; flagged)")
         if run_id in seen or (folder / "metrics.json").is_file():
             continue
         row = row_from_trial(trial.get("params") or {}, run_id, "missing")
