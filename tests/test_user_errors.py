@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
+# Each test runs the real command line (a few seconds each): the first case of each entry point
+# runs in `make test-fast`; the other cases and the tests below are marked slow.
 
 NO_GPU = "" if torch.cuda.is_available() else "no GPU"
 TRAIN = ("fastff.train", "logger=none")
@@ -130,7 +131,17 @@ def _check(proc: subprocess.CompletedProcess, seconds: float, expected: str) -> 
     assert seconds < 30, f"took {seconds:.0f} s"
 
 
-@pytest.mark.parametrize(("args", "expected"), CASES, ids=_ids(CASES))
+def _first_per_entry_point_fast(cases):
+    seen: set[str] = set()
+    marked = []
+    for args, expected in cases:
+        marks = () if args[0] not in seen else (pytest.mark.slow,)
+        seen.add(args[0])
+        marked.append(pytest.param(args, expected, marks=marks))
+    return marked
+
+
+@pytest.mark.parametrize(("args", "expected"), _first_per_entry_point_fast(CASES), ids=_ids(CASES))
 def test_user_error_is_one_line_and_status_2(tmp_path, args, expected):
     _check(*_run(tmp_path, args), expected)
 
@@ -181,6 +192,7 @@ FOREIGN_CLI = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("module", "case", "expected"), FOREIGN_CLI)
 def test_a_checkpoint_naming_foreign_code_is_refused(crafted, tmp_path, module, case, expected):
     """eval, export and train ckpt_path= refuse a recorded config naming anything but fastff's
@@ -198,6 +210,7 @@ def test_a_checkpoint_naming_foreign_code_is_refused(crafted, tmp_path, module, 
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["fastff.eval", "fastff.export", "fastff.train"])
 def test_a_checkpoint_with_wrong_shaped_tensors_is_one_line(crafted, tmp_path, module):
     from crafted_checkpoints import write_variant
@@ -253,6 +266,7 @@ def _sweep_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_a_state_whose_run_dir_is_outside_the_sweep_deletes_nothing(tmp_path, dry_run):
     home = tmp_path / "home"
@@ -266,6 +280,7 @@ def test_a_state_whose_run_dir_is_outside_the_sweep_deletes_nothing(tmp_path, dr
     assert (home / "marker.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_a_state_with_a_foreign_target_runs_nothing(tmp_path):
     marker = tmp_path / "marker"
     payload = "{_target_:numpy.savetxt,fname:'" + str(marker) + "',X:[1.0]}"
@@ -280,6 +295,7 @@ def test_a_state_with_a_foreign_target_runs_nothing(tmp_path):
     assert not marker.exists() and not (tmp_path / "out" / "fake" / "trials").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "empty", "wrong_types"])
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_an_unreadable_sweep_state_is_one_line(tmp_path, damage, dry_run):
@@ -302,6 +318,7 @@ def test_an_unreadable_sweep_state_is_one_line(tmp_path, damage, dry_run):
     assert state_path.read_bytes() == broken
 
 
+@pytest.mark.slow
 def test_a_trial_failing_at_config_parsing_records_the_real_reason(tmp_path):
     import json
 
@@ -360,6 +377,7 @@ def _one_error_line(proc: subprocess.CompletedProcess, status: int) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_a_checkpoint_write_on_a_full_disk_fails_the_run_and_keeps_the_last(tmp_path):
     """The first epoch's two checkpoints (best, last) are written; the second epoch's write
     fails halfway: status failed with the reason, exit 1, the first epoch's last.ckpt intact."""
@@ -381,6 +399,7 @@ def test_a_checkpoint_write_on_a_full_disk_fails_the_run_and_keeps_the_last(tmp_
     ]
 
 
+@pytest.mark.slow
 def test_a_metrics_write_on_a_full_disk_fails_the_run_and_keeps_the_previous(tmp_path):
     """metrics.json written at the start; the final write fails halfway: exit 1 with one line
     naming the fallback file, which holds the results with status failed; metrics.json is the
@@ -398,6 +417,7 @@ def test_a_metrics_write_on_a_full_disk_fails_the_run_and_keeps_the_previous(tmp
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".metrics.json.")]
 
 
+@pytest.mark.slow
 def test_dry_run_lists_every_trial_that_would_fail(tmp_path):
     path = tmp_path / "widths.yaml"
     path.write_text(
@@ -416,6 +436,7 @@ def test_dry_run_lists_every_trial_that_would_fail(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_resume_adopts_a_trial_that_finished_unrecorded(tmp_path):
     import json
 
