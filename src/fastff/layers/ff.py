@@ -80,7 +80,8 @@ class FF(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., O)."""
-        check_input(x, self.in_features, "FF")
+        if not torch.jit.is_scripting():  # TorchScript compiles the layer without the check
+            check_input(x, self.in_features, "FF")
         return self.fc2(self.drop(self.activation(self.fc1(x))))
 
     def extra_repr(self) -> str:

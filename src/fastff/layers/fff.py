@@ -26,6 +26,7 @@ from fastff.layers.fff_soft import (
     routing_dtype,
 )
 from fastff.layers.fff_soft_fused import fusable, soft_fff
+from fastff.layers.tracing import fx_call_module, refuse_script
 from fastff.layers.validation import (
     check_bool,
     check_choice,
@@ -274,10 +275,17 @@ class FFF(nn.Module):
         state = super().__getstate__()
         return {**state, "_aux_loss": None}
 
+    def __prepare_scriptable__(self) -> FFF:
+        refuse_script(self)  # torch.jit.script: one line naming fastff.export
+        return self
+
     # -------------------------------------------------------------------------------- forwards
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., O): :meth:`soft_forward` when training, else :meth:`hard_forward`
-        (or the soft mixture where :attr:`eval_path` is ``"soft"``)."""
+        (or the soft mixture where :attr:`eval_path` is ``"soft"``). Under torch.fx the layer
+        is one ``call_module`` node (see :mod:`fastff.layers.tracing`)."""
+        if isinstance(x, torch.fx.Proxy):
+            return fx_call_module(self, x)
         if self.training or self.eval_path == "soft":
             return self.soft_forward(x)
         return self.hard_forward(x)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ from fastff.layers.moe_gating import (
     keep_top_k,
     prob_in_top_k,
 )
+from fastff.layers.tracing import fx_call_module, refuse_script
 from fastff.layers.validation import (
     check_bool,
     check_floating_dtype,
@@ -205,13 +207,38 @@ class MoE(nn.Module):
         dense = values.new_zeros(indices.shape[0], self.num_experts).scatter(1, indices, values)
         return dense.reshape(*self._lead_shape, self.num_experts)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The last aux_loss is part of an autograd graph, which cannot be copied or pickled
+        # (copy.deepcopy, timm's ModelEmaV3, SWA): copies start without one.
+        state = super().__getstate__()
+        return {**state, "_aux_loss": None}
+
+    def __prepare_scriptable__(self) -> MoE:
+        refuse_script(self)  # torch.jit.script: one line naming fastff.export
+        return self
+
     # --------------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., D) -> (..., O); records aux_loss, importance, load and gates."""
+        """(..., D) -> (..., O); records aux_loss, importance, load and gates.
+
+        With ``dispatch="auto"``, while ``torch.jit.trace`` traces, or ``torch.compile`` /
+        ``torch.export`` trace an eval-mode forward, the experts run gathered per input
+        (:meth:`gathered_forward`'s fixed shapes, one chunk) so the traced graph serves any
+        batch size; under torch.fx the layer is one ``call_module`` node (see
+        :mod:`fastff.layers.tracing`).
+        """
+        if isinstance(x, torch.fx.Proxy):
+            return fx_call_module(self, x)
         check_input(x, self.in_features, "MoE")
         x2d = x.reshape(-1, self.in_features)
         top = self._route(x2d)
-        pair_outputs = moe_dispatch.run_experts(self, x2d, top.indices, self.dispatch)  # (N*k, O)
+        dispatch = self.dispatch
+        if dispatch == "auto" and (
+            torch.jit.is_tracing() or (not self.training and torch.compiler.is_compiling())
+        ):
+            pair_outputs = self._gathered_pairs(x2d, top.indices, self.expert_dropout)
+        else:
+            pair_outputs = moe_dispatch.run_experts(self, x2d, top.indices, dispatch)  # (N*k, O)
         k, out = self.k, self.out_features
         y = (pair_outputs.view(-1, k, out) * top.gates.to(pair_outputs.dtype).unsqueeze(-1)).sum(1)
         self._lead_shape = tuple(x.shape[:-1])
@@ -242,14 +269,25 @@ class MoE(nn.Module):
         check_input(x, self.in_features, "MoE")
         x2d = x.reshape(-1, self.in_features)
         top = keep_top_k((x2d @ self.w_gate).float(), self.k)
-        experts = top.indices.reshape(-1)  # (N * k,) pair p = n * k + j
+        pairs = self._gathered_pairs(x2d, top.indices).view(-1, self.k, self.out_features)
+        y = (pairs * top.gates.to(pairs.dtype).unsqueeze(-1)).sum(1)  # (N, O)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def _gathered_pairs(
+        self, x2d: torch.Tensor, indices: torch.Tensor, dropout: nn.Module | None = None
+    ) -> torch.Tensor:
+        """Expert ``indices[n, j]`` on ``x2d[n]`` for every pair, each pair's expert weights
+        gathered at once ((N * k, D, W) and (N * k, W, O)): fixed shapes, no host
+        synchronisation, no batch-dependent chunking. (N, D), (N, k) -> (N * k, O) in pair
+        order p = n * k + j; ``dropout`` on the hidden units (None: none)."""
+        experts = indices.reshape(-1)  # (N * k,)
         inputs = x2d.unsqueeze(1).expand(-1, self.k, -1).reshape(-1, 1, self.in_features)
         w1, b1 = self.w1s.index_select(0, experts), self.b1s.index_select(0, experts)
         hidden = self.activation(torch.baddbmm(b1.unsqueeze(1), inputs, w1))  # (N * k, 1, W)
+        if dropout is not None:
+            hidden = dropout(hidden)
         w2, b2 = self.w2s.index_select(0, experts), self.b2s.index_select(0, experts)
-        pairs = torch.baddbmm(b2.unsqueeze(1), hidden, w2).view(-1, self.k, self.out_features)
-        y = (pairs * top.gates.to(pairs.dtype).unsqueeze(-1)).sum(1)  # (N, O)
-        return y.reshape(*x.shape[:-1], self.out_features)
+        return torch.baddbmm(b2.unsqueeze(1), hidden, w2).view(-1, self.out_features)
 
     def _route(self, x2d: torch.Tensor) -> TopK:
         """Noisy top-k gating of (N, D) inputs (float32); records the balancing losses."""
@@ -274,10 +312,14 @@ class MoE(nn.Module):
 
         if self.training:
             importance_loss = self.w_importance * cv_squared(importance)
-            load_loss = self.w_load * cv_squared(load) if noisy else importance_loss.new_zeros(())
-            self._aux_loss = importance_loss + load_loss
             self._importance_loss = importance_loss.detach()
-            self._load_loss = load_loss.detach()
+            if noisy:
+                load_loss = self.w_load * cv_squared(load)
+                self._aux_loss = importance_loss + load_loss
+                self._load_loss = load_loss.detach()
+            else:  # no load loss (and no zero added: compiled backwards trip over it)
+                self._aux_loss = importance_loss
+                self._load_loss = torch.zeros_like(self._importance_loss)
         else:
             self._aux_loss = self._importance_loss = self._load_loss = None
         self._importance = importance.detach()

@@ -55,7 +55,8 @@ def in_top_k_mask(top: TopK, num_experts: int) -> torch.Tensor:
     mask = torch.zeros(
         top.indices.shape[0], num_experts, dtype=torch.bool, device=top.indices.device
     )
-    return mask.scatter(1, top.indices, True)
+    # a tensor source (not a Python True): torch.jit.trace records that scatter
+    return mask.scatter(1, top.indices, torch.ones_like(top.indices, dtype=torch.bool))
 
 
 def prob_in_top_k(

@@ -101,7 +101,12 @@ def check_floating_dtype(name: str, value: object) -> torch.dtype | None:
 
 
 def check_input(x: torch.Tensor, in_features: int, layer: str) -> None:
-    """Raise ValueError unless ``x`` is a tensor of shape (..., in_features) with at least 1 dim."""
+    """Raise ValueError unless ``x`` is a tensor of shape (..., in_features) with at least 1 dim.
+
+    Nothing to check while torch.fx (a Proxy) or torch.jit.trace (sizes are traced values)
+    traces: the real input was checked, or is checked when the traced graph runs the layer."""
+    if isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing():
+        return
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{layer} input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() == 0 or x.shape[-1] != in_features:
