@@ -335,15 +335,36 @@ NOISE = (
 )
 """Parts of messages a user cannot act on: kept in the run's log file, not shown."""
 
+LIGHTNING_INFO = (
+    "GPU available:",  # the accelerator summary (fastff's summary names the device)
+    "TPU available:",
+    "HPU available:",
+    "`Trainer.fit` stopped:",  # why fit ended (metrics.json: epochs and status)
+    "Restoring states from the checkpoint path",  # testing the best checkpoint
+    "Loaded model weights from the checkpoint",
+    "Initializing distributed:",  # DDP start-up, one line per rank
+    "distributed_backend=",
+    "LOCAL_RANK:",
+)
+"""Beginnings of Lightning's INFO lines (after leading dashes and blank lines) that the
+terminal does not show; they stay in the run's log file."""
+
 
 class _ConsoleFilter(logging.Filter):
-    """Drops what the terminal does not need (see :data:`NOISE`, :data:`FILE_ONLY`)."""
+    """Drops what the terminal does not need (see :data:`NOISE`, :data:`LIGHTNING_INFO`,
+    :data:`FILE_ONLY`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, FILE_ONLY, False):
             return False
         message = record.getMessage()
         if record.name == "py.warnings" and any(n in message.lower() for n in NOISE[1:]):
+            return False
+        if (
+            record.name.startswith("lightning")
+            and record.levelno <= logging.INFO
+            and message.lstrip("-\n ").startswith(LIGHTNING_INFO)
+        ):
             return False
         return not any(n in message for n in NOISE[:1])
 
@@ -358,21 +379,27 @@ def quiet_console() -> None:
     """Keep the terminal to what a user can act on; everything stays in the run's log file.
 
     Called once a job's logging is set up (Hydra's ``on_job_start``): warnings are routed into
-    logging (``py.warnings``), the terminal handlers drop :data:`NOISE`, and Lightning's own
-    terminal logger also writes into the run's log file.
+    logging (``py.warnings``), the terminal handlers drop :data:`NOISE` and
+    :data:`LIGHTNING_INFO`, and Lightning's own terminal loggers also write into the run's log
+    file.
     """
     root = logging.getLogger()
     files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
-    lightning = logging.getLogger("lightning.pytorch")
+    lightnings = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
     console_filter = _ConsoleFilter()
-    for handler in [*root.handlers, *lightning.handlers]:
+    for handler in [*root.handlers, *(h for logger in lightnings for h in logger.handlers)]:
         if _is_console(handler) and not any(isinstance(f, _ConsoleFilter) for f in handler.filters):
             handler.addFilter(console_filter)
-    if not lightning.propagate:
-        for handler in files:
-            if handler not in lightning.handlers:
-                lightning.addHandler(handler)
+    for lightning in lightnings:
+        if not lightning.propagate:
+            for handler in files:
+                if handler not in lightning.handlers:
+                    lightning.addHandler(handler)
     logging.captureWarnings(True)
+
+
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+"""Lightning's loggers with terminal handlers of their own (the first two do not propagate)."""
 
 
 try:

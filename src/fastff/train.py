@@ -19,15 +19,18 @@ from fastff.data.errors import DatasetError
 from fastff.data.protocol import ProtocolDataModule
 from fastff.hydra_app import hydra_entry, instantiate_or_config_error, run_entry_point
 from fastff.models.sizes import model_sizes
+from fastff.training.averaging import evaluated_weights, averaged_weights_for_testing
 from fastff.training.builders import (
     build_callbacks,
     build_loggers,
     build_model,
     build_module,
     cluster_plugins,
+    resolve_unused_parameters,
 )
 from fastff.training.checkpoint import check_checkpoint_fits
 from fastff.training.guards import DivergenceGuard, EpochSeeding
+from fastff.training.precision import check_precision_on_device, check_precision_packages
 from fastff.training.protocol import PaperProtocol
 from fastff.training.results import provenance
 from fastff.training.run_dir import resume_checkpoint
@@ -63,6 +66,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
         loggers = build_loggers(cfg)
         guards = [DivergenceGuard(), EpochSeeding(cfg.seed)]
+        check_precision_packages(cfg.trainer)
+        resolve_unused_parameters(cfg.trainer, model)
         trainer: L.Trainer = instantiate_or_config_error(
             cfg.trainer,
             key="trainer",
@@ -70,6 +75,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             logger=loggers or False,
             **cluster_plugins(cfg.trainer),
         )
+        check_precision_on_device(trainer)
+        results.results |= evaluated_weights(trainer.callbacks, cfg.get("callbacks"))
         for logger in trainer.loggers:
             logger.log_hyperparams(run)
 
@@ -77,6 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if cfg.test:
             best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+            averaged_weights_for_testing(trainer)
             trainer.test(module, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
     if is_rank_zero():  # DDP: every rank runs train(); one summary
         print_summary(results.results)

@@ -109,7 +109,7 @@ def vit(cfg: Mapping[str, Any], wanted: list[str]) -> list[Case]:
     vit_args = {
         "input_shape": image_shape,
         "num_classes": cfg["num_classes"],
-        **{k: v for k, v in cfg["model"].items() if k not in ("_target_", "name")},
+        **{k: v for k, v in cfg["model"].items() if k not in ("_target_", "name", "compile")},
     }
     with torch.device("meta"):
         probe = build_vit(layer_factory=partial(layer_builders.ff, width=None), **vit_args)

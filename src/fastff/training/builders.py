@@ -14,6 +14,10 @@ from fastff.hydra_app import instantiate_or_config_error
 from fastff.tracking import resolve_wandb_mode
 from fastff.training.module import ClassifierModule
 
+MODEL_OPTIONS = ("compile",)
+"""Keys of a model config that are training options, not backbone arguments: ``compile``
+(:class:`ClassifierModule`'s ``compile_model``)."""
+
 
 def build_model(
     model_cfg: Mapping[str, Any],
@@ -27,8 +31,9 @@ def build_model(
     Raises:
         ConfigError: a model or layer setting the backbone or layer refuses (naming the key).
     """
+    backbone = {k: v for k, v in _plain(model_cfg).items() if k not in MODEL_OPTIONS}
     return instantiate_or_config_error(
-        _plain(model_cfg),
+        backbone,
         key="model",
         input_shape=tuple(input_shape),
         num_classes=num_classes,
@@ -44,6 +49,7 @@ def build_module(cfg: DictConfig, model: nn.Module, data: Any) -> ClassifierModu
         num_classes=data.num_classes,
         lr_schedule=instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None,
         log_soft_accuracy=cfg.log_soft_accuracy,
+        compile_model=cfg.model.get("compile") or False,
         config={
             "run": OmegaConf.to_container(cfg, resolve=True),
             "input_shape": list(data.input_shape),
@@ -87,7 +93,7 @@ def wandb_logger(entry: DictConfig, mode: str) -> Any:
     offline with one warning line (``wandb sync`` uploads it later)."""
     import sys
 
-    logger = instantiate(entry, mode=mode, _convert_="all")
+    logger = _without_anonymous(instantiate(entry, mode=mode, _convert_="all"))
     if mode != "online":
         return logger
     try:
@@ -98,7 +104,17 @@ def wandb_logger(entry: DictConfig, mode: str) -> Any:
             f"warning: W&B online is unavailable ({reason}); recording offline instead",
             file=sys.stderr,
         )
-        logger = instantiate(entry, mode="offline", _convert_="all")
+        logger = _without_anonymous(instantiate(entry, mode="offline", _convert_="all"))
+    return logger
+
+
+def _without_anonymous(logger: Any) -> Any:
+    """Lightning's WandbLogger passes ``anonymous=None`` to ``wandb.init``, which W&B >= 0.19
+    answers with a "The anonymous setting has no effect" warning on every run; the setting does
+    nothing, so it is left out."""
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous", False) is None:
+        del init["anonymous"]
     return logger
 
 
@@ -106,6 +122,21 @@ def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg)
+
+
+def resolve_unused_parameters(trainer_cfg: DictConfig, model: nn.Module) -> None:
+    """Resolve a DDP strategy's ``find_unused_parameters: auto`` (``conf/trainer/ddp*.yaml``) in
+    place: true when ``model`` holds an MoE (its unchosen experts get no gradient in a step),
+    else false (DDP would warn on every rank that it found no unused parameters, and the flag
+    costs a graph traversal per step). true / false are left as given."""
+    from omegaconf import open_dict
+
+    from fastff.layers import MoE
+
+    strategy = trainer_cfg.get("strategy")
+    if isinstance(strategy, DictConfig) and strategy.get("find_unused_parameters") == "auto":
+        with open_dict(strategy):
+            strategy.find_unused_parameters = any(isinstance(m, MoE) for m in model.modules())
 
 
 def cluster_plugins(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,10 @@ class ClassifierModule(L.LightningModule):
             factory ``scheduler(optimizer)`` (a Hydra partial), e.g. ``{"scheduler":
             partial(ReduceLROnPlateau, mode="max"), "monitor": "val/acc", "interval": "epoch"}``.
         log_soft_accuracy: also log the soft forward's accuracy (diagnostic).
+        compile_model: compile the backbone with ``torch.compile`` when fit, validate or test
+            starts (``model.compile()``, in place: state_dict keys, checkpoints and callbacks
+            that copy the model are unaffected); ``True`` or a dict of ``torch.compile``
+            keyword arguments (e.g. ``{"mode": "max-autotune"}``).
         config: plain-dict run config stored in checkpoints (rebuilds the model in ``load_model``).
     """
 
@@ -47,6 +51,7 @@ class ClassifierModule(L.LightningModule):
         num_classes: int,
         lr_schedule: dict[str, Any] | None = None,
         log_soft_accuracy: bool = True,
+        compile_model: bool | dict[str, Any] = False,
         config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -55,6 +60,7 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_schedule = dict(lr_schedule) if lr_schedule else None
         self.log_soft_accuracy = log_soft_accuracy
+        self.compile_model = compile_model
 
         def accuracy() -> MulticlassAccuracy:
             return MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -62,6 +68,12 @@ class ClassifierModule(L.LightningModule):
         self.train_acc_soft = accuracy()
         self.val_acc, self.val_acc_soft, self.train_eval_acc = accuracy(), accuracy(), accuracy()
         self.test_acc, self.test_acc_soft = accuracy(), accuracy()
+
+    def setup(self, stage: str) -> None:
+        """Compile the backbone in place when ``compile_model`` asks for it (once)."""
+        if self.compile_model and getattr(self.model, "_compiled_call_impl", None) is None:
+            options = self.compile_model if isinstance(self.compile_model, dict) else {}
+            self.model.compile(**options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> logits (B, num_classes), in the model's current mode."""

@@ -49,10 +49,20 @@ typedef int32_t I32 __attribute__((vector_size(FASTFF_VECTOR_BYTES)));
 
 // W compact weights from p (unaligned) as one float32 vector. bfloat16 is the upper half of a
 // float32, so widening is exact.
+// bfloat16: a zero extension to 32 bits and a shift (the intrinsics keep it one vpmovzxwd per
+// vector: GCC splits the generic form into halves).
 inline F widen(const uint16_t* p) {
+#if defined(__AVX512F__)
+  const __m512i bits =
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16);
+#elif defined(__AVX2__)
+  const __m256i bits =
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p)), 16);
+#else
   U16 half;
   std::memcpy(&half, p, sizeof(half));
   const U32 bits = __builtin_convertvector(half, U32) << 16;
+#endif
   F f;
   std::memcpy(&f, &bits, sizeof(f));
   return f;
