@@ -56,6 +56,12 @@ def parser() -> argparse.ArgumentParser:
     )
     local.add_argument("--retry-failed", action="store_true", help="run failed trials again")
     local.add_argument(
+        "--fresh-processes",
+        action="store_true",
+        help="start every fastff.train trial as a new process (default: a warm worker imports "
+        "once and forks one process per trial)",
+    )
+    local.add_argument(
         "-o",
         "--output-dir",
         type=Path,
@@ -118,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             new=args.new,
             retry_failed=args.retry_failed,
+            warm=not args.fresh_processes,
             console=console,
         ).run()
     except SweepError as err:

@@ -1,7 +1,8 @@
 """The local runner: a sweep without a W&B server. The ``sweeps`` package proposes trials, each
-runs as a subprocess with the W&B agent's command line (plus ``hydra.run.dir``), its result comes
-from its ``metrics.json``, and the state is saved after every change, so the same command resumes
-a sweep that was stopped or killed."""
+runs as a subprocess with the W&B agent's command line (plus ``hydra.run.dir``; a ``python -m
+fastff.train`` trial runs in a process forked from a warm worker, :mod:`fastff.sweep.worker`,
+unless ``warm=False``), its result comes from its ``metrics.json``, and the state is saved after
+every change, so the same command resumes a sweep that was stopped or killed."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from fastff.sweep.search import grid_size, propose
 from fastff.sweep.spec import SweepError, SweepSpec
 from fastff.sweep.state import SweepState, Trial, now
 from fastff.sweep.trust import check_state, run_dir_problem
+from fastff.sweep.worker import WarmProcess, WarmTrials
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 """Set to each trial's share of the CPU threads (torch reads OMP_NUM_THREADS at start)."""
@@ -113,10 +115,21 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def killed_by(returncode: int) -> str | None:
+    """``killed by SIGKILL`` for a trial a signal ended (exit status -9), else None."""
+    if returncode >= 0:
+        return None
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"killed by {name}"
+
+
 @dataclass
 class _Running:
     trial: Trial
-    process: subprocess.Popen
+    process: subprocess.Popen | WarmProcess
     started: float
     logs: tuple[IO[str], IO[str]]
 
@@ -150,6 +163,8 @@ class LocalRunner:
         threads: CPU threads to share among the jobs (default: every core).
         new: start over; an existing state is moved aside to ``<name>.<time>``.
         retry_failed: run failed trials again.
+        warm: run ``python -m fastff.train`` trials in a warm worker (imports once, forks a
+            process per trial: :mod:`fastff.sweep.worker`); False: a fresh process each.
     """
 
     def __init__(
@@ -162,6 +177,7 @@ class LocalRunner:
         threads: int | None = None,
         new: bool = False,
         retry_failed: bool = False,
+        warm: bool = True,
         console: Console | None = None,
         poll_s: float = 0.2,
     ) -> None:
@@ -197,6 +213,7 @@ class LocalRunner:
         self.lock_path = output_dir / f".{spec.name}.lock"
         self.state: SweepState | None = None
         self.exhausted = False
+        self.warm = WarmTrials(self.dir / "worker.log", self.console) if warm else None
 
     # -- state ---------------------------------------------------------------------------------
     def open_state(self) -> SweepState:
@@ -318,14 +335,19 @@ class LocalRunner:
         trial.command = local_command(self.spec.command, trial.params, run_dir)
         stdout = (run_dir / "stdout.log").open("w")
         stderr = (run_dir / "stderr.log").open("w")
-        process = subprocess.Popen(
-            trial.command,
-            env=trial_env(self.threads),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
+        env = trial_env(self.threads)
+        process: subprocess.Popen | WarmProcess | None = None
+        if self.warm is not None:  # None: not a command the warm worker runs
+            process = self.warm.start(trial.command, run_dir, env)
+        if process is None:
+            process = subprocess.Popen(
+                trial.command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
         trial.status, trial.pid, trial.threads = "running", process.pid, self.threads
         trial.attempts += 1
         trial.started_at, trial.finished_at = now(), None
@@ -346,7 +368,11 @@ class LocalRunner:
             trial.metric, trial.error = read_metric(run_dir, self.spec.metric_name)
         else:
             trial.status = "failed"
-            trial.error = last_error_line(run_dir / "stderr.log", run_dir / "stdout.log")
+            trial.error = (
+                killed_by(returncode)
+                or last_error_line(run_dir / "stderr.log", run_dir / "stdout.log")
+                or f"exit status {returncode} and no output"
+            )
             reason = escape(trial.error or "")
             self.console.print(f"[red]trial {trial.id} failed (exit {returncode}):[/red] {reason}")
         self.save()
@@ -428,6 +454,8 @@ class LocalRunner:
             finally:
                 for signum, handler in previous.items():
                     signal.signal(signum, handler)
+                if self.warm is not None:
+                    self.warm.close()
             self.console.print(trials_table(self.state))
             self.console.print(summary_line(self.state, self.dir))
             return self.state
