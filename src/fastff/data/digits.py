@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from sklearn.datasets import load_digits
 
 from fastff.data.offline import OfflineDataModule
 
@@ -23,6 +22,8 @@ class DigitsDataModule(OfflineDataModule):
     input_shape = (1, 8, 8)
 
     def load_all(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        from sklearn.datasets import load_digits  # imported when used: it is slow to import
+
         bunch = load_digits()
         images = torch.as_tensor(bunch.images, dtype=torch.uint8).unsqueeze(1)
         return images, torch.as_tensor(bunch.target, dtype=torch.int64), DIGITS_PIXEL_MAX

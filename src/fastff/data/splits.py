@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from sklearn.model_selection import train_test_split
 
 # Seed of the fixed train/test split of the offline sets that ship without one (digits, mnist5k).
 # It is independent of the run seed, so every run of such a set is scored on the same test images.
@@ -41,6 +40,8 @@ def stratified_test_split(
     Returns:
         (train_indices, test_indices), int64 tensors, each sorted ascending.
     """
+    from sklearn.model_selection import train_test_split  # 0.3 s to import: when used
+
     train, test = train_test_split(
         torch.arange(labels.shape[0]).numpy(),
         test_size=test_fraction,

@@ -46,7 +46,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-WARM_MODULES = {"fastff.train": ("fastff.train",)}
+WARM_MODULES = {
+    "fastff.train": (
+        "fastff.train",
+        # imported by a trial when first used (together ~0.9 s; `python -X importtime`):
+        "sklearn.datasets",  # digits
+        "sklearn.model_selection",  # the fixed test split of digits and mnist5k
+        "torch.utils.cpp_extension",  # the CPU kernels' build folder
+    )
+}
 """Trial programs (``python -m <key>``) the worker runs, and the modules it imports beforehand.
 Benchmarks (``fastff.bench``) keep a fresh process each: their numbers are timings."""
 _PR_SET_PDEATHSIG = 1
