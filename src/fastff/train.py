@@ -19,7 +19,7 @@ from fastff.data.errors import DatasetError
 from fastff.data.protocol import ProtocolDataModule
 from fastff.hydra_app import hydra_entry, instantiate_or_config_error, run_entry_point
 from fastff.models.sizes import model_sizes
-from fastff.training.averaging import evaluated_weights, averaged_weights_for_testing
+from fastff.training.averaging import averaged_weights_for_testing, evaluated_weights
 from fastff.training.builders import (
     build_callbacks,
     build_loggers,
