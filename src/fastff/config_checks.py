@@ -14,8 +14,9 @@ from typing import Any
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fastff.errors import ConfigError, LayerConfigError
 from fastff.layers import validation
-from fastff.models.layer_builders import BUILDERS, LayerConfigError, check_config_keys
+from fastff.models.layer_builders import BUILDERS, check_config_keys
 from fastff.setting_names import unknown_setting_hint
 from fastff.tracking import resolve_wandb_mode
 from fastff.training.module import EPOCH_METRICS
@@ -23,10 +24,6 @@ from fastff.training.protocol import IMPROVEMENTS
 
 MONITORABLE = (*EPOCH_METRICS, IMPROVEMENTS)
 """Metrics a checkpoint, early stopping or LR scheduler may monitor."""
-
-
-class ConfigError(ValueError):
-    """An invalid setting; the message names the config key and what is allowed."""
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

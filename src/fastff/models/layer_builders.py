@@ -22,6 +22,7 @@ from typing import Any
 
 from torch import nn
 
+from fastff.errors import LayerConfigError
 from fastff.layers import FF, FFF, MoE
 from fastff.layers.quantized_fff import QuantizedFFF
 from fastff.layers.quantized_moe import QuantizedMoE
@@ -33,10 +34,6 @@ HOST_ARGUMENTS = ("in_features", "out_features", "device", "dtype")
 
 DERIVED = ("depth", "hidden_width", "num_experts")
 """Constructor arguments a builder derives from the training ``width``."""
-
-
-class LayerConfigError(ValueError):
-    """A layer setting is invalid; the message names the ``layer.*`` key."""
 
 
 def _positive(key: str, value: object) -> int:
