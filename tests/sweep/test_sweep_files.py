@@ -16,7 +16,15 @@ from fastff.sweep.search import grid_size, import_sweeps, propose
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
-OFFLINE = {"table1_digits": "digits", "table1_mnist5k": "mnist5k", "table3_mnist5k": "mnist5k"}
+OFFLINE = {
+    "table1_digits": "digits",
+    "table1_mnist5k": "mnist5k",
+    "table2_mnist5k": "mnist5k",
+    "table3_mnist5k": "mnist5k",
+    "fig2_mnist5k": "mnist5k",
+    "fig2_digits": "digits",
+    "small_leaf_mnist5k": "mnist5k",
+}
 SEED_KEYS = ("seed",)
 
 
