@@ -84,6 +84,33 @@ def test_failed_download_leaves_no_partial_files(tmp_path, monkeypatch, name):
     assert socket.getdefaulttimeout() is None
 
 
+def test_failed_download_is_one_line_and_leaves_no_new_data_folder(tmp_path, monkeypatch):
+    def failing_fetch(root):
+        # torchvision's MNIST joins the errors of its mirrors over several lines
+        raise RuntimeError(
+            "Error downloading train-images-idx3-ubyte.gz:\nTried https://a/, got:\n"
+            "<urlopen error [Errno -2] Name or service not known>\nTried http://b/, got:\n"
+            "<urlopen error [Errno -2] Name or service not known>\n"
+        )
+
+    with_fetch(monkeypatch, "mnist", failing_fetch)
+    with_fetch(monkeypatch, "usps", failing_fetch)
+    data_dir = tmp_path / "new" / "data"
+    dm = DATAMODULES["mnist"](data_dir=str(data_dir), download=True)
+    with pytest.raises(DatasetMissingError) as info:
+        dm.prepare_data()
+    message = str(info.value)
+    assert "\n" not in message
+    assert "got: <urlopen error [Errno -2] Name or service not known> Tried http://b/" in message
+    assert not (tmp_path / "new").exists()
+    # a data directory that was there before stays
+    (tmp_path / "kept").mkdir()
+    assert fetch_cli.main(["--datasets", "mnist", "--data-dir", str(tmp_path / "kept")]) == 1
+    assert (tmp_path / "kept").is_dir() and files_under(tmp_path / "kept") == []
+    assert fetch_cli.main(["--datasets", "mnist", "usps", "--data-dir", str(data_dir)]) == 1
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize("name", ["mnist", "svhn"])
 def test_download_is_renamed_into_place_when_complete(tmp_path, monkeypatch, name):
     def fetch(root):

@@ -114,8 +114,9 @@ class TorchvisionSource:
             )
             raise DatasetError(
                 f"cannot read dataset {self.name!r} ({split} set) from {paths}: "
-                f"{type(error).__name__}: {error}. The files are truncated, corrupt or not in "
-                f"torchvision's format: delete {self.folder(data_dir)} and download it again with "
+                f"{type(error).__name__}: {one_line(str(error))}. The files are truncated, "
+                "corrupt or not in torchvision's format: delete "
+                f"{self.folder(data_dir)} and download it again with "
                 f"`python -m fastff.data.fetch --datasets {self.name}`, or copy intact files there."
             ) from error
         return images.contiguous(), labels.to(torch.int64)
@@ -171,10 +172,12 @@ def download(
     data_dir = Path(data_dir)
     if not source.missing(data_dir):
         return
+    created = _missing_folders(data_dir)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{source.name}-", dir=data_dir))
     except OSError as error:
+        _remove_if_empty(created)
         raise missing_error(
             source,
             data_dir,
@@ -192,10 +195,36 @@ def download(
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / f.path, target)
     except Exception as error:
-        reason = f"downloading failed ({type(error).__name__}: {error})"
+        reason = f"downloading failed ({type(error).__name__}: {one_line(str(error))})"
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_if_empty(created)
         raise missing_error(source, data_dir, source.missing(data_dir), reason) from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) turned into one space."""
+    return " ".join(text.split())
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed download created (innermost first) while they are empty."""
+    for path in folders:
+        try:
+            path.rmdir()
+        except OSError:
+            return
 
 
 # -- torchvision readers ------------------------------------------------------------------------
