@@ -1,5 +1,9 @@
 """Shared plumbing of the Hydra entry points: where conf/ is, clean exits on user errors and
-signals, a quiet console (library chatter goes to the run's log file only)."""
+signals, a quiet console (library chatter goes to the run's log file only).
+
+The error types and :func:`instantiate_or_config_error` live below every floor
+(:mod:`fastff.errors`, :mod:`fastff.instantiate`) and are re-exported here for compatibility.
+"""
 
 from __future__ import annotations
 
@@ -14,17 +18,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fastff.config_dir import config_dir
+from fastff.errors import StopRun, Terminated
+from fastff.instantiate import instantiate_or_config_error as instantiate_or_config_error
+
 T = TypeVar("T")
 
 log = logging.getLogger("fastff")
-
-
-def config_dir() -> str:
-    """Absolute path of the Hydra configs: $FASTFF_CONFIG_DIR, else conf/ of this checkout."""
-    env = os.environ.get("FASTFF_CONFIG_DIR")
-    if env:
-        return str(Path(env).resolve())
-    return str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def unknown_override_line(err: BaseException) -> str | None:
@@ -144,57 +144,12 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[Any], T]], Callable[[],
     return decorate
 
 
-def instantiate_or_config_error(cfg: Any, key: str | None = None, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate``; a ValueError (or Lightning's MisconfigurationException) from
-    the target becomes a ConfigError, prefixed with the config ``key`` when given."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
-    from fastff.config_checks import ConfigError
-    from fastff.models.layer_builders import LayerConfigError
-
-    try:
-        return instantiate(cfg, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, (ValueError, MisconfigurationException)):
-            # A layer error names its ``layer.*`` key; others may name a ``<key>.*`` one.
-            named = (
-                key is None
-                or isinstance(cause, LayerConfigError)
-                or str(cause).startswith(f"{key}.")
-            )
-            raise ConfigError(str(cause) if named else f"{key}: {cause}") from None
-        raise
-
-
 def exit_on_user_error(func: Callable[[], T], errors: tuple[type[BaseException], ...]) -> T:
     """Run ``func``; a user error (one of ``errors``) prints one line and exits with status 2."""
     try:
         return func()
     except errors as err:
         _exit_with_line(f"error: {err}", 2)
-
-
-class StopRun(Exception):
-    """A run that stopped for a reason one line explains (exit status 1); ``status`` is what its
-    metrics.json says."""
-
-    status = "failed"
-    exit_status = 1
-
-
-class Terminated(BaseException):
-    """SIGTERM or SIGINT arrived (``timeout``, ``docker stop``, SLURM, Ctrl-C).
-
-    A BaseException, so no ``except Exception`` swallows it; entry points exit with 128 + signal
-    number (143 for SIGTERM, 130 for SIGINT) once the run's results are written.
-    """
-
-    def __init__(self, signum: int) -> None:
-        self.signum = int(signum)
-        super().__init__(f"stopped by {signal.Signals(self.signum).name}")
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ class ForeignTargetError(ValueError):
 
 
 def _conf_dir() -> Path:
-    from fastff.hydra_app import config_dir
+    from fastff.config_dir import config_dir
 
     return Path(config_dir())
 

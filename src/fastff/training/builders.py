@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from fastff.hydra_app import instantiate_or_config_error
+from fastff.instantiate import instantiate_or_config_error
 from fastff.tracking import resolve_wandb_mode
 from fastff.training.module import ClassifierModule
 

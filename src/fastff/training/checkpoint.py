@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastff.errors import ConfigError
 from fastff.models import layer_builders
 from fastff.models.layer_builders import LAYER_CLASSES
 from fastff.registry import check_recorded_config
@@ -153,8 +154,6 @@ def check_state_shapes(
 def check_checkpoint_fits(path: str | os.PathLike, module: nn.Module) -> None:
     """Raise ConfigError (one line) unless every tensor of the checkpoint at ``path`` has the
     name and shape of ``module``'s state dict (the LightningModule ``fastff.train`` resumes)."""
-    from fastff.config_checks import ConfigError
-
     try:
         check_state_shapes(read_checkpoint(path)["state_dict"], module.state_dict())
     except ValueError as err:

@@ -9,7 +9,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from fastff.hydra_app import StopRun
+from fastff.errors import StopRun
 
 
 class Diverged(StopRun):

@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from fastff.config_checks import ConfigError
+from fastff.errors import ConfigError
 
 INSTEAD = "use trainer.precision=bf16-mixed or 16-mixed (or 32)"
 

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fastff.config_checks import ConfigError
+from fastff.errors import ConfigError
 
 log = logging.getLogger("fastff.train")
 

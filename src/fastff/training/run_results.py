@@ -24,7 +24,7 @@ from typing import Any
 import lightning as L
 
 from fastff.atomic_json import write_json_atomic
-from fastff.hydra_app import StopRun
+from fastff.errors import StopRun, Terminated
 from fastff.results_schema import RESULT_KEYS, SCHEMA_VERSION
 from fastff.training.protocol import PaperProtocol
 from fastff.training.results import percent
@@ -197,8 +197,6 @@ def is_rank_zero() -> bool:
 
 def status_of(exception: BaseException) -> str:
     """metrics.json's status for a run stopped by ``exception``."""
-    from fastff.hydra_app import StopRun, Terminated
-
     if isinstance(exception, StopRun):
         return exception.status
     if isinstance(exception, (Terminated, KeyboardInterrupt, SystemExit)):
