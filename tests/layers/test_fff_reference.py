@@ -7,13 +7,12 @@ is the correct hard output (every bias kept); its ``eval_forward`` is not (see t
 
 from __future__ import annotations
 
+import fastfeedforward
 import pytest
 import torch
 from oracles import fff_hard_oracle, fff_leaf_oracle
 
 from fastff.layers import FFF
-
-fastfeedforward = pytest.importorskip("fastfeedforward")
 
 IN, OUT = 7, 5
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}

@@ -23,6 +23,8 @@ from torch import nn
 from fastff.layers import FFF, MoE, kernels, moe_dispatch
 from fastff.layers.kernels import plain
 
+# triton is not a fastff dependency (pyproject.toml): it comes with CUDA builds of torch only, so
+# these tests skip where it is not installed.
 triton = pytest.importorskip("triton")
 
 pytestmark = pytest.mark.triton

@@ -6,13 +6,12 @@ import functools
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from fastff.layers import FF, FFF, MoE
 from fastff.models.timm_mlp import TimmMlp, timm_mlp
-
-vision_transformer = pytest.importorskip("timm.models.vision_transformer")
-Block = vision_transformer.Block
 
 DIM, HEADS = 32, 4  # mlp_ratio 4: hidden_features = 128
 
@@ -91,7 +90,7 @@ def test_device_and_dtype_reach_the_layer(case: str):
 
 
 def test_vision_transformer_with_fff_mlps_trains_and_evaluates():
-    vit = vision_transformer.VisionTransformer(
+    vit = VisionTransformer(
         img_size=16,
         patch_size=4,
         embed_dim=DIM,
@@ -126,7 +125,6 @@ def test_arguments_given_to_the_adapter_win_over_timms():
 
 
 def test_hydra_partial_layer_config():
-    instantiate = pytest.importorskip("hydra.utils").instantiate
     partial = instantiate(
         {"_target_": "fastff.layers.MoE", "_partial_": True, "expert_width": 8, "k": 1}
     )
