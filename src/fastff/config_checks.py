@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from fastff.errors import ConfigError, LayerConfigError
 from fastff.layers import validation
-from fastff.models.layer_builders import BUILDERS, check_config_keys
+from fastff.models.kinds import kind_of_builder
+from fastff.models.layer_builders import check_config_keys
 from fastff.setting_names import unknown_setting_hint
 from fastff.tracking import resolve_wandb_mode
 from fastff.training.module import EPOCH_METRICS
@@ -71,8 +72,9 @@ def check_layer_config(layer_cfg: DictConfig) -> None:
     except Exception:
         raise ConfigError(f"layer._target_: cannot import {target!r}") from None
     try:
-        if builder in BUILDERS:
-            check_config_keys(builder, layer_cfg)
+        kind = kind_of_builder(builder)
+        if kind is not None:
+            check_config_keys(kind, layer_cfg)
         if layer_cfg.get("width") is not None or layer_cfg.get("depth") is not None:
             factory = instantiate(OmegaConf.to_container(layer_cfg, resolve=True))
             factory(1, 1, device="meta")

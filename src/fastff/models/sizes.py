@@ -6,43 +6,34 @@ from typing import Any
 
 from torch import nn
 
-from fastff.layers import FF, FFF, MoE
-from fastff.layers.quantized_fff import QuantizedFFF
-from fastff.layers.quantized_moe import QuantizedMoE
-from fastff.models.layer_builders import layer_name
-
-LAYER_TYPES = (FFF, FF, MoE, QuantizedFFF, QuantizedMoE)
-FFF_TYPES = (FFF, QuantizedFFF)
-MOE_TYPES = (MoE, QuantizedMoE)
-"""FFF and MoE and their quantized forms (``fastff.quantize``) have the same size columns."""
+from fastff.models import kinds
 
 
 def hosted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(qualified name, layer) of every FFF, FF or MoE inside ``model`` (``model`` itself too)."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
+    """(qualified name, layer) of every layer of a kind (:mod:`fastff.models.kinds`: FFF, FF,
+    MoE, their quantized forms, registered kinds) inside ``model`` (``model`` itself too)."""
+    types = kinds.layer_types()
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, types)]
 
 
 def layer_sizes(layer: nn.Module) -> dict[str, Any]:
     """The size columns of one layer; keys that do not apply are None.
 
-    ``width`` is the training width (the paper's w); MoE adds num_experts, expert_width and k.
+    ``width`` is the training width (the paper's w); the kind adds its own columns
+    (:attr:`~fastff.models.kinds.LayerKind.size_columns`: FFF leaf_width and depth, MoE
+    num_experts, expert_width and k).
     """
+    kind = kinds.kind_of(layer)
     sizes: dict[str, Any] = {
-        "layer": layer_name(layer),
+        "layer": kind.name,
         "width": layer.training_width,
-        "leaf_width": layer.leaf_width if isinstance(layer, FFF_TYPES) else None,
-        "depth": layer.depth if isinstance(layer, FFF_TYPES) else None,
+        "leaf_width": None,
+        "depth": None,
         "training_width": layer.training_width,
         "inference_width": layer.inference_width,
         "inference_size": layer.inference_size,
     }
-    if isinstance(layer, MOE_TYPES):
-        sizes |= {
-            "num_experts": layer.num_experts,
-            "expert_width": layer.expert_width,
-            "k": layer.k,
-        }
-    return sizes
+    return sizes | kind.size_columns(layer)
 
 
 def model_sizes(model: nn.Module) -> dict[str, Any]:
@@ -54,7 +45,7 @@ def model_sizes(model: nn.Module) -> dict[str, Any]:
     """
     layers = hosted_layers(model)
     if not layers:
-        raise ValueError(f"{type(model).__name__} hosts no FFF, FF or MoE layer")
+        raise ValueError(f"{type(model).__name__} hosts no fastff layer (FFF, FF, MoE, ...)")
     per_layer = [layer_sizes(layer) for _, layer in layers]
     if any(sizes != per_layer[0] for sizes in per_layer):
         raise ValueError(f"{type(model).__name__} hosts layers of different sizes")

@@ -53,35 +53,30 @@ Example::
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from fastff.layers import FF, FFF, MoE
-from fastff.layers.validation import check_int
+from fastff.models import kinds
 
 __all__ = ["TimmMlp", "timm_mlp"]
 
 # Arguments the adapter fills in from timm's call; giving them to timm_mlp is refused.
 _FROM_TIMM = ("in_features", "out_features", "device", "dtype")
 
-# Per supported layer class: the pairs (given, derived) of size arguments; exactly one of each
-# pair is given to timm_mlp and the other is derived from hidden_features.
-_WIDTH_ARGUMENTS: dict[type[nn.Module], tuple[str, ...]] = {
-    FF: ("hidden_width",),
-    FFF: ("leaf_width", "depth"),
-    MoE: ("expert_width", "num_experts"),
-}
 
-
-def timm_mlp(layer: type[nn.Module] | functools.partial, /, **layer_kwargs: Any) -> TimmMlp:
+def timm_mlp(
+    layer: type[nn.Module] | Callable[..., nn.Module] | functools.partial, /, **layer_kwargs: Any
+) -> TimmMlp:
     """A callable for timm's ``mlp_layer=`` that builds ``layer`` (FF, FFF, MoE or a subclass).
 
     Args:
-        layer: the layer class, or a ``functools.partial`` of it holding keyword arguments only
-            (e.g. a Hydra ``_partial_: true`` layer config).
+        layer: the layer class, or a ``functools.partial`` of it holding keyword arguments only,
+            or a layer config's builder (or partial of one: a Hydra ``_partial_: true`` layer
+            config), called with ``width=hidden_features`` (its size rule, key checks and
+            memory check, as for the flat net).
         **layer_kwargs: further fixed keyword arguments of the layer (they override the
             partial's). For FFF exactly one of ``leaf_width``/``depth``, for MoE exactly one of
             ``expert_width``/``num_experts``, for FF no ``hidden_width``: the other size comes
@@ -112,31 +107,51 @@ class TimmMlp:
     docstring for how each timm argument is mapped.
 
     Attributes:
-        layer_class: FF, FFF or MoE (or a subclass).
+        layer_class: FF, FFF, MoE or another kind's class (or a subclass).
+        builder: the layer config builder it calls (``fastff.models.layer_builders.fff``, a
+            registered kind's builder) with ``width=hidden_features``, or None: it calls
+            ``layer_class`` with the size arguments of the kind's timm rule.
         layer_kwargs: the fixed keyword arguments given to :func:`timm_mlp`.
     """
 
-    def __init__(self, layer_class: type[nn.Module], layer_kwargs: Mapping[str, Any]) -> None:
-        self.layer_class = layer_class
+    def __init__(
+        self,
+        layer_class: type[nn.Module] | Callable[..., nn.Module],
+        layer_kwargs: Mapping[str, Any],
+    ) -> None:
         self.layer_kwargs = dict(layer_kwargs)
-        self._kind = _supported_kind(layer_class)
+        # a layer config's builder: its kind's size rule decides, as for the flat net
+        kind = None if isinstance(layer_class, type) else kinds.kind_of_builder(layer_class)
+        self.builder = layer_class if kind is not None else None
+        self._kind = kind or _supported_kind(layer_class)
+        self.layer_class = self._kind.layer_class if kind is not None else layer_class
         supplied = sorted(set(_FROM_TIMM) & set(self.layer_kwargs))
         if supplied:
             raise ValueError(
                 f"timm_mlp: {supplied} come from timm's mlp_layer call and cannot be fixed "
-                f"in advance; remove them from the {layer_class.__name__} arguments"
+                f"in advance; remove them from the {self.layer_class.__name__} arguments"
             )
-        size_names = _WIDTH_ARGUMENTS[self._kind]
-        given = [name for name in size_names if name in self.layer_kwargs]
-        if self._kind is FF and given:
+        if self.builder is not None:
+            if self.layer_kwargs.get("width") is not None:
+                raise ValueError(
+                    f"timm_mlp({self._kind.name} config): width comes from timm's "
+                    "hidden_features; remove it"
+                )
+            self.layer_kwargs.pop("width", None)
+            return
+        derived = [name for name in self._kind.timm_derived if name in self.layer_kwargs]
+        if derived:
             raise ValueError(
-                "timm_mlp(FF, ...): hidden_width comes from timm's hidden_features; remove it"
+                f"timm_mlp({self._kind.label}, ...): {derived[0]} comes from timm's "
+                "hidden_features; remove it"
             )
-        if self._kind is not FF and len(given) != 1:
-            first, second = size_names
+        choices = self._kind.timm_choices
+        given = [name for name in choices if name in self.layer_kwargs]
+        if choices and len(given) != 1:
+            listed = " or ".join(repr(name) for name in choices)
             raise ValueError(
-                f"timm_mlp({layer_class.__name__}, ...) needs exactly one of {first!r} or "
-                f"{second!r} (the other comes from timm's hidden_features), got {given or 'none'}"
+                f"timm_mlp({layer_class.__name__}, ...) needs exactly one of {listed} "
+                f"(the other comes from timm's hidden_features), got {given or 'none'}"
             )
 
     def __call__(
@@ -175,6 +190,15 @@ class TimmMlp:
             kwargs["activation"] = act_layer
         kwargs["dropout"] = hidden_drop
         kwargs.update(self.layer_kwargs)
+        if self.builder is not None:
+            return self.builder(
+                in_features,
+                out_features or in_features,
+                width=hidden,
+                device=device,
+                dtype=dtype,
+                **kwargs,
+            )
         kwargs.update(self._size_arguments(hidden))
         return self.layer_class(
             in_features=in_features,
@@ -185,64 +209,39 @@ class TimmMlp:
         )
 
     def _size_arguments(self, hidden: int) -> dict[str, int]:
-        """The derived size argument for timm's hidden width ``hidden``."""
-        name = self.layer_class.__name__
-        if self._kind is FF:
-            return {"hidden_width": hidden}
-        if self._kind is FFF:
-            if "leaf_width" in self.layer_kwargs:
-                leaf_width = check_int("leaf_width", self.layer_kwargs["leaf_width"], 1)
-                try:
-                    return {"depth": FFF.depth_for(hidden, leaf_width)}
-                except ValueError as error:
-                    raise ValueError(
-                        f"timm_mlp({name}): hidden_features={hidden} must be "
-                        f"leaf_width={leaf_width!r} * 2**depth for an integer depth >= 0 "
-                        f"(change mlp_ratio or leaf_width)"
-                    ) from error
-            depth = check_int("depth", self.layer_kwargs["depth"], 0)
-            return {"leaf_width": _divide(hidden, 2**depth, f"2**depth (depth={depth})", name)}
-        if "expert_width" in self.layer_kwargs:
-            width = check_int("expert_width", self.layer_kwargs["expert_width"], 1)
-            return {"num_experts": _divide(hidden, width, f"expert_width={width}", name)}
-        experts = check_int("num_experts", self.layer_kwargs["num_experts"], 1)
-        return {"expert_width": _divide(hidden, experts, f"num_experts={experts}", name)}
+        """The derived size arguments for timm's hidden width ``hidden`` (the kind's
+        :attr:`~fastff.models.kinds.LayerKind.timm_sizes` rule)."""
+        return self._kind.timm_sizes(hidden, self.layer_kwargs, self.layer_class.__name__)
 
     def __repr__(self) -> str:
         arguments = ", ".join(f"{key}={value!r}" for key, value in self.layer_kwargs.items())
-        return f"timm_mlp({self.layer_class.__name__}{', ' if arguments else ''}{arguments})"
+        name = self._kind.target if self.builder is not None else self.layer_class.__name__
+        return f"timm_mlp({name}{', ' if arguments else ''}{arguments})"
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, TimmMlp)
             and other.layer_class is self.layer_class
+            and other.builder is self.builder
             and other.layer_kwargs == self.layer_kwargs
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable kwargs: not hashable
 
 
-def _supported_kind(layer_class: object) -> type[nn.Module]:
-    """FF, FFF or MoE: the supported class ``layer_class`` is (or derives from)."""
+def _supported_kind(layer_class: object) -> kinds.LayerKind:
+    """The kind whose class ``layer_class`` is (or derives from), if it has a timm rule."""
+    adaptable = [kind for kind in kinds.all_kinds() if kind.timm_sizes is not None]
     if isinstance(layer_class, type):
-        for kind in _WIDTH_ARGUMENTS:
-            if issubclass(layer_class, kind):
+        for kind in adaptable:
+            if kind.is_kind_of(layer_class):
                 return kind
+    labels = [kind.label for kind in adaptable]
+    listed = f"{', '.join(labels[:-1])} and {labels[-1]}" if len(labels) > 1 else labels[0]
     raise ValueError(
-        "timm_mlp supports fastff.layers.FF, FFF and MoE (or subclasses, or a functools.partial "
+        f"timm_mlp supports fastff.layers.{listed} (or subclasses, or a functools.partial "
         f"of one), got {layer_class!r}"
     )
-
-
-def _divide(hidden: int, divisor: int, divisor_text: str, name: str) -> int:
-    """hidden / divisor if it is a positive integer, else a ValueError naming hidden_features."""
-    quotient, remainder = divmod(hidden, divisor)
-    if remainder or quotient < 1:
-        raise ValueError(
-            f"timm_mlp({name}): hidden_features={hidden} must be a positive multiple of "
-            f"{divisor_text} (change the model's mlp_ratio or the layer's sizes)"
-        )
-    return quotient
 
 
 def _check_norm_layer(norm_layer: object, name: str) -> None:

@@ -2,9 +2,11 @@
 
 :func:`build_vit` builds timm's ``VisionTransformer`` (the paper's small ViT by default, or any
 timm ViT architecture by name) with every block's MLP replaced by the layer a ``layer`` config
-describes (FF, FFF or MoE), through :func:`fastff.models.timm_mlp.timm_mlp`. The ViT's MLP hidden
-width ``embed_dim * mlp_ratio`` is the layer's training width: an FFF gets
-``depth = log2(hidden / leaf_width)``, an MoE ``num_experts = hidden / expert_width``.
+describes (FF, FFF, MoE or a registered kind), through the layer config's own builder (as the
+flat net builds its layer: same key check, size rule and memory check) called by
+:func:`fastff.models.timm_mlp.timm_mlp`. The ViT's MLP hidden width ``embed_dim * mlp_ratio`` is
+the layer's training width: an FFF gets ``depth = log2(hidden / leaf_width)``, an MoE
+``num_experts = hidden / expert_width``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Any
 
 from torch import nn
 
-from fastff.layers import FF, FFF, MoE
-from fastff.models.layer_builders import BUILDERS, LayerConfigError, fff_depth, moe_num_experts
+from fastff.errors import LayerConfigError
+from fastff.layers import FF
+from fastff.models import kinds
+from fastff.models.layer_builders import check_config_keys
 from fastff.models.timm_mlp import TimmMlp, timm_mlp
 
 PAPER_VIT: dict[str, Any] = {
@@ -135,14 +139,15 @@ def _hidden_width(arch: str | None, settings: dict[str, Any]) -> int:
 
 
 def _mlp_layer(layer_factory: functools.partial, hidden: int, layer_width: int | None) -> TimmMlp:
-    """timm's ``mlp_layer`` for the ``layer`` config partial at MLP hidden width ``hidden``."""
-    builder = layer_factory.func
-    if builder not in BUILDERS:
+    """timm's ``mlp_layer`` for the ``layer`` config partial at MLP hidden width ``hidden``: the
+    config's builder called with ``width=hidden`` (the flat net's path: key check, size rule,
+    memory check); sizes that do not fit ``hidden`` are refused first, naming the ViT's width."""
+    kind = kinds.kind_of_builder(layer_factory.func)
+    if kind is None:
         raise LayerConfigError(
-            f"layer._target_ must be one of the fastff.models.layer_builders for model=vit, "
-            f"got {builder!r}"
+            f"layer._target_ must be one of the layer kinds' builders "
+            f"{sorted(kinds.targets().values())} for model=vit, got {layer_factory.func!r}"
         )
-    layer_class = BUILDERS[builder]
     kwargs = dict(layer_factory.keywords)
     width = kwargs.pop("width", None)
     for key, value in (("layer.width", width), ("model.layer_width", layer_width)):
@@ -152,26 +157,10 @@ def _mlp_layer(layer_factory: functools.partial, hidden: int, layer_width: int |
                 f"(model.embed_dim * model.mlp_ratio); set {key}=null (the layer takes the "
                 f"ViT's width) or change the model"
             )
-    if layer_class is FFF:
-        leaf_width, depth = kwargs.pop("leaf_width"), kwargs.pop("depth", None)
-        try:
-            kwargs["depth"] = fff_depth(hidden if depth is None else None, leaf_width, depth)
-        except LayerConfigError:
-            raise LayerConfigError(
-                f"layer.leaf_width={leaf_width} must divide the ViT's MLP hidden width {hidden} "
-                f"into a power of two (model.embed_dim * model.mlp_ratio = leaf_width * 2**depth)"
-            ) from None
-        if leaf_width * 2 ** kwargs["depth"] != hidden:
-            raise LayerConfigError(
-                f"layer.depth={depth} with layer.leaf_width={leaf_width} gives training width "
-                f"{leaf_width * 2**depth}, not the ViT's MLP hidden width {hidden}; set "
-                f"layer.depth=null"
-            )
-    elif layer_class is MoE:
-        expert_width = kwargs.pop("expert_width")
-        num_experts = moe_num_experts(hidden, expert_width, kwargs.pop("num_experts", None))
-        kwargs["expert_width"] = hidden // num_experts
-    return timm_mlp(layer_class, **kwargs)
+    check_config_keys(kind, kwargs)
+    host = f"the ViT's MLP hidden width {hidden} (model.embed_dim * model.mlp_ratio)"
+    kind.sizes(hidden, kwargs, host)
+    return timm_mlp(layer_factory.func, **kwargs)
 
 
 def vit_token_count(model: nn.Module) -> int:

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from fastff.errors import ConfigError
-from fastff.models import layer_builders
-from fastff.models.layer_builders import LAYER_CLASSES
+from fastff.models import kinds
 from fastff.registry import check_recorded_config
 from fastff.training.builders import build_model
 
@@ -93,10 +92,10 @@ def upgrade_layer_config(layer: dict[str, Any]) -> dict[str, Any]:
     if "_target_" in layer:
         return layer
     rest = {key: value for key, value in layer.items() if key != "name"}
-    name = layer.get("name")
-    if name not in LAYER_CLASSES:
+    targets = kinds.targets()
+    if layer.get("name") not in targets:
         raise ValueError(f"ckpt_path: the checkpoint's layer config names no known layer: {layer}")
-    return {"_target_": f"{layer_builders.__name__}.{name}", "_partial_": True, **rest}
+    return {"_target_": targets[layer["name"]], "_partial_": True, **rest}
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -161,5 +160,6 @@ def check_checkpoint_fits(path: str | os.PathLike, module: nn.Module) -> None:
 
 
 def load_layer(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """The trained layer (FFF, FF or MoE) of a flat-net checkpoint, in eval mode."""
+    """The trained layer (FFF, FF, MoE or a registered kind) of a flat-net checkpoint, in eval
+    mode."""
     return load_model(path, map_location).layer
