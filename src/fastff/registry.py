@@ -7,15 +7,17 @@ them, nested entries included, must be one fastff's own configs use:
 
 - the kinds of each config group: ``conf/<group>/<kind>.yaml``'s ``_target_`` (data: every
   dataset's data module; layer: ``fastff.models.layer_builders.{fff,ff,moe}``; model: the flat net
-  and the ViT builder), read from the configs themselves, so the list never drifts from them;
+  and the ViT builder), read from the configs themselves, so the list never drifts from them, and
+  for the layer group the builders of registered layer kinds (:mod:`fastff.models.kinds`);
 - nested entries (e.g. ``activation: {_target_: torch.nn.GELU, _partial_: true}``): the activation
   classes :data:`fastff.layers.activations.ACTIVATIONS` names.
 
 A string holding an interpolation (``${...}``) is refused too: Hydra resolves interpolations before
 it instantiates, and a resolver such as ``oc.decode`` can turn a string into a new ``_target_``.
 
-:func:`kinds` is the registry's shape (kind name -> builder); the structure issue adds kinds that
-other packages declare in an entry-point group, merged in there, and nothing else changes.
+:func:`kinds` is the registry's shape (kind name -> builder); for the layer group it merges in the
+kinds other packages register in the entry-point group ``fastff.layer_kinds``
+(:mod:`fastff.models.kinds`), each allowed through its registered builder only.
 """
 
 from __future__ import annotations
@@ -56,8 +58,15 @@ def _group_kinds(conf: Path, group: str) -> dict[str, str]:
 
 def kinds(group: str) -> dict[str, str]:
     """The kinds of config ``group`` (``"data"``, ``"layer"``, ``"model"``): kind name (the
-    config's file name, e.g. ``"fff"``) -> its builder's ``_target_``."""
-    return dict(_group_kinds(_conf_dir(), group))
+    config's file name, e.g. ``"fff"``) -> its builder's ``_target_``. The layer group adds the
+    layer kinds other packages register (:func:`fastff.models.kinds.targets`: entry-point group
+    ``fastff.layer_kinds``), each allowed through its registered builder only."""
+    found = dict(_group_kinds(_conf_dir(), group))
+    if group == "layer":
+        from fastff.models.kinds import targets
+
+        found |= targets()
+    return found
 
 
 def nested_targets() -> frozenset[str]:
@@ -87,9 +96,9 @@ def _all_conf_targets(conf: Path) -> frozenset[str]:
 
 
 def conf_targets() -> frozenset[str]:
-    """Every ``_target_`` value any config under ``conf/`` uses (at any depth), plus
-    :func:`nested_targets`: what a sweep trial's overrides may name."""
-    return _all_conf_targets(_conf_dir()) | nested_targets()
+    """Every ``_target_`` value any config under ``conf/`` uses (at any depth), plus the layer
+    kinds' builders and :func:`nested_targets`: what a sweep trial's overrides may name."""
+    return _all_conf_targets(_conf_dir()) | frozenset(kinds("layer").values()) | nested_targets()
 
 
 def iter_targets(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:

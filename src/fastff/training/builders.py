@@ -126,17 +126,21 @@ def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def resolve_unused_parameters(trainer_cfg: DictConfig, model: nn.Module) -> None:
     """Resolve a DDP strategy's ``find_unused_parameters: auto`` (``conf/trainer/ddp*.yaml``) in
-    place: true when ``model`` holds an MoE (its unchosen experts get no gradient in a step),
+    place: true when ``model`` holds a layer whose kind leaves parameters without a gradient in a
+    step (:attr:`~fastff.models.kinds.LayerKind.unused_parameters`: an MoE's unchosen experts),
     else false (DDP would warn on every rank that it found no unused parameters, and the flag
     costs a graph traversal per step). true / false are left as given."""
     from omegaconf import open_dict
 
-    from fastff.layers import MoE
+    from fastff.models.kinds import kind_of
+    from fastff.models.sizes import hosted_layers
 
     strategy = trainer_cfg.get("strategy")
     if isinstance(strategy, DictConfig) and strategy.get("find_unused_parameters") == "auto":
         with open_dict(strategy):
-            strategy.find_unused_parameters = any(isinstance(m, MoE) for m in model.modules())
+            strategy.find_unused_parameters = any(
+                kind_of(layer).unused_parameters for _, layer in hosted_layers(model)
+            )
 
 
 def cluster_plugins(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
