@@ -1,7 +1,8 @@
 """What one benchmark configuration is: the layers to time on one input, and their costs.
 
 A :class:`Case` is one row of the results table (for example paper_fig3 at depth 11, batch 256).
-It names its implementations (columns ``FF``, ``FFF``, ``MoE``, ``ref``), says how many weight
+It names its implementations (a column per layer kind, ``FF``, ``FFF``, ``MoE``, ..., and
+``ref``), says how many weight
 bytes and FLOPs each needs (so the runner can skip what exceeds the budgets before allocating
 anything) and builds them on demand with :meth:`Case.build`.
 """
@@ -16,13 +17,31 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastff.layers import MoE
 from fastff.layers.validation import check_choice
+from fastff.models import kinds
+from fastff.models.kinds import LayerKind
+
+SUBJECT = "fff"
+"""The kind the benchmark is about: every speedup column is another kind's time over its."""
+
+
+def bench_kinds() -> list[LayerKind]:
+    """The layer kinds a case times (those with a benchmark shape), fastff's first."""
+    return [kind for kind in kinds.all_kinds() if kind.bench_layer is not None]
+
+
+def compared_kinds() -> list[LayerKind]:
+    """The kinds timed against :data:`SUBJECT` (speedup ``<label>/FFF``)."""
+    return [kind for kind in bench_kinds() if kind.name != SUBJECT]
+
+
+def speedup_column(kind: LayerKind) -> str:
+    """``FF/FFF``: the kind's time over the subject's."""
+    return f"{kind.label}/{kinds.get(SUBJECT).label}"
+
 
 IMPLEMENTATIONS = (
-    "ff",
-    "fff",
-    "moe",
+    *(kind.name for kind in bench_kinds()),
     "reference",
     "ff_onnx",
     "fff_onnx",
@@ -31,14 +50,12 @@ IMPLEMENTATIONS = (
     "fff_bf16",
     "fff_int8",
 )
-"""Config names of the implementations; their result columns are ``COLUMN[name]``. ``ff_onnx``
-and ``fff_onnx``: FF and FFF exported to ONNX and run in ONNX Runtime (eval modes only).
-``ff_bf16`` ... ``fff_int8``: FF and FFF with compact weights (``fastff.quantize``; eval modes
-only, see :mod:`fastff.bench.compact`)."""
+"""Config names of the implementations: every layer kind's name, then the reference and the
+variants; their result columns are ``COLUMN[name]``. ``ff_onnx`` and ``fff_onnx``: FF and FFF
+exported to ONNX and run in ONNX Runtime (eval modes only). ``ff_bf16`` ... ``fff_int8``: FF and
+FFF with compact weights (``fastff.quantize``; eval modes only, see :mod:`fastff.bench.compact`)."""
 COLUMN = {
-    "ff": "FF",
-    "fff": "FFF",
-    "moe": "MoE",
+    **{kind.name: kind.label for kind in bench_kinds()},
     "reference": "ref",
     "ff_onnx": "FF_onnx",
     "fff_onnx": "FFF_onnx",
@@ -128,22 +145,15 @@ class Case:
 
 # --------------------------------------------------------------------------------- costs
 def macs_per_input(layer: nn.Module, training: bool) -> int:
-    """Multiply-adds of one input through ``layer`` (an FF, FFF or MoE, e.g. built on the meta
-    device), from its size properties: ``in * size + width * out``.
+    """Multiply-adds of one input through ``layer`` (a layer of any kind, e.g. built on the meta
+    device), from its size properties: its kind's :attr:`~fastff.models.kinds.LayerKind.macs`.
 
     Inference runs ``inference_size`` neurons of which ``inference_width`` feed the output (FFF: d
     nodes and one leaf; MoE: the E gate neurons and k experts). Training runs ``training_size``
     (soft FFF: every node and leaf), except that an MoE still evaluates only its k experts and
     adds the noise matrix (E more neurons) when gating is noisy.
     """
-    if training and not isinstance(layer, MoE):
-        size, width = layer.training_size, layer.training_width
-    else:
-        size, width = layer.inference_size, layer.inference_width
-    macs = layer.in_features * size + width * layer.out_features
-    if training and isinstance(layer, MoE) and layer.noisy_gating:
-        macs += layer.in_features * layer.num_experts
-    return macs
+    return kinds.kind_of(layer).macs(layer, training)
 
 
 def n_params(layer: nn.Module) -> int:

@@ -8,7 +8,6 @@ A mode is a function ``(mode_cfg, implementations) -> list[Case]`` registered un
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
@@ -19,10 +18,21 @@ import torch
 from torch import nn
 
 from fastff.bench import compact
-from fastff.bench.cases import Case, Implementation, bytes_of, flops, macs_per_input, n_params
+from fastff.bench.cases import (
+    SUBJECT,
+    Case,
+    Implementation,
+    bench_kinds,
+    bytes_of,
+    compared_kinds,
+    flops,
+    macs_per_input,
+    n_params,
+    speedup_column,
+)
 from fastff.layers import FFF
 from fastff.layers.fff import PARAMETER_NAMES
-from fastff.models import layer_builders
+from fastff.models.kinds import BenchShape, LayerKind
 
 Mode = Callable[[Mapping[str, Any], list[str]], list[Case]]
 MODES: dict[str, Mode] = {}
@@ -51,27 +61,19 @@ LayerFactory = Callable[..., nn.Module]
 
 
 def _layer_implementation(
-    name: str, factory: LayerFactory, d: int, o: int, batch: int, training: bool
+    kind: LayerKind, factory: LayerFactory, d: int, o: int, batch: int, training: bool
 ) -> Implementation:
     """An implementation built by ``factory`` (the path the ``layer`` configs take), with its
-    weight bytes and FLOPs read from the same layer built on the meta device."""
+    weight bytes and FLOPs read from the same layer built on the meta device; the kind's
+    :attr:`~fastff.models.kinds.LayerKind.bench_prepare` adjusts each built layer."""
     sized = factory(d, o, device="meta")
-    build = (lambda built: _spread_gate(factory(d, o))) if name == "moe" else None
+    prepare = kind.bench_prepare or (lambda layer: layer)
     return Implementation(
-        name,
+        kind.name,
         bytes_of(n_params(sized), training),
         flops(macs_per_input(sized, training), batch, training),
-        build or (lambda built: factory(d, o)),
+        lambda built: prepare(factory(d, o)),
     )
-
-
-def _spread_gate(moe: nn.Module) -> nn.Module:
-    """The MoE gate starts at zero (all experts tie); a trained-looking random gate spreads the
-    inputs over the experts as a trained router would, so dispatch is timed realistically."""
-    bound = 1.0 / math.sqrt(moe.in_features)
-    with torch.no_grad():
-        moe.w_gate.uniform_(-bound, bound)
-    return moe
 
 
 def _reference(built: dict[str, nn.Module]) -> nn.Module:
@@ -104,19 +106,20 @@ def _onnx_layer(
 def _factories(
     *, leaf: int, depth: int, moe_k: int, training: bool, hardening: float
 ) -> dict[str, LayerFactory]:
-    """The layer factories of one case: FFF (leaf, depth), FF of the same training width
-    leaf * 2**depth, MoE with 2**depth experts of width leaf, top-``moe_k``."""
-    experts = 2**depth
+    """The layer factories of one case, one per kind (:attr:`LayerKind.bench_layer`): FFF (leaf,
+    depth), FF of the same training width leaf * 2**depth, MoE with 2**depth experts of width
+    leaf, top-``moe_k``, ..."""
+    shape = BenchShape(leaf, depth, moe_k, training, hardening)
+    return {kind.name: partial(kind.builder, **kind.bench_layer(shape)) for kind in bench_kinds()}
+
+
+def ideal_ratios(costed: Mapping[str, Implementation]) -> dict[str, float]:
+    """``ideal FF/FFF``, ``ideal MoE/FFF``, ...: each compared kind's FLOPs over the FFF's."""
+    subject = costed[SUBJECT].flops
     return {
-        "ff": partial(layer_builders.ff, width=leaf * experts),
-        "fff": partial(layer_builders.fff, leaf_width=leaf, depth=depth, hardening=hardening),
-        "moe": partial(
-            layer_builders.moe,
-            expert_width=leaf,
-            num_experts=experts,
-            k=min(moe_k, experts),
-            noisy_gating=training,
-        ),
+        f"ideal {speedup_column(kind)}": costed[kind.name].flops / subject
+        for kind in compared_kinds()
+        if kind.name in costed
     }
 
 
@@ -140,8 +143,8 @@ def _case(
         leaf=leaf, depth=depth, moe_k=moe_k, training=training, hardening=hardening
     )
     costed = {
-        name: _layer_implementation(name, factory, d, o, batch, training)
-        for name, factory in factories.items()
+        kind.name: _layer_implementation(kind, factories[kind.name], d, o, batch, training)
+        for kind in bench_kinds()
     }
     chosen = [name for name in wanted if name in (*factories, "reference")]
     if "reference" in chosen and "fff" not in chosen:
@@ -179,10 +182,7 @@ def _case(
         batch=batch,
         kind="training" if training else "inference",
         implementations=implementations,
-        ideal={
-            "ideal FF/FFF": costed["ff"].flops / fff.flops,
-            "ideal MoE/FFF": costed["moe"].flops / fff.flops,
-        },
+        ideal=ideal_ratios(costed),
     )
 
 

@@ -14,11 +14,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from fastff.bench import compact
-from fastff.bench.cases import COLUMN
+from fastff.bench.cases import COLUMN, compared_kinds, speedup_column
 
 TIME_COLUMNS = [f"t_{label}_ms" for label in COLUMN.values()]
-SPEEDUP_COLUMNS = ["FF/FFF", "MoE/FFF", "ref/FFF", "FF/FFF onnx"]
-IDEAL_COLUMNS = ["ideal FF/FFF", "ideal MoE/FFF"]
+SPEEDUP_COLUMNS = [*(speedup_column(kind) for kind in compared_kinds()), "ref/FFF", "FF/FFF onnx"]
+IDEAL_COLUMNS = [f"ideal {speedup_column(kind)}" for kind in compared_kinds()]
 SHOWN = [
     "device",
     "dtype",

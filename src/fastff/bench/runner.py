@@ -18,7 +18,15 @@ from torch import nn
 
 from fastff.atomic_json import write_json_atomic
 from fastff.bench import compact, report
-from fastff.bench.cases import COLUMN, IMPLEMENTATIONS, Case, ratio, torch_dtype
+from fastff.bench.cases import (
+    COLUMN,
+    IMPLEMENTATIONS,
+    Case,
+    compared_kinds,
+    ratio,
+    speedup_column,
+    torch_dtype,
+)
 from fastff.bench.checks import check_fff_hard, check_fff_soft
 from fastff.bench.modes import MODES, reference_unavailable_reason
 from fastff.bench.timing import time_interleaved
@@ -30,8 +38,7 @@ from fastff.tracking import resolve_wandb_mode
 
 DEVICES = ("auto", "cpu", "cuda")
 SPEEDUPS = {
-    "ff": "FF/FFF",
-    "moe": "MoE/FFF",
+    **{kind.name: speedup_column(kind) for kind in compared_kinds()},
     "ref": "ref/FFF",
     "onnx": "FF/FFF onnx",
     "fff_bf16": "FFF/FFF_bf16",
@@ -289,8 +296,8 @@ def run_case(case: Case, device: torch.device, cfg: DictConfig, console: Console
 
     trusted = row["check"] in ("ok", "not checked")
     fff_time = row["t_FFF_ms"] if trusted else math.nan
-    row["FF/FFF"] = ratio(row["t_FF_ms"], fff_time)
-    row["MoE/FFF"] = ratio(row["t_MoE_ms"], fff_time)
+    for kind in compared_kinds():
+        row[speedup_column(kind)] = ratio(row[f"t_{kind.label}_ms"], fff_time)
     row["ref/FFF"] = ratio(row["t_ref_ms"], fff_time)
     row["FF/FFF onnx"] = ratio(row["t_FF_onnx_ms"], row["t_FFF_onnx_ms"])
     compact.add_speedups(row)

@@ -15,8 +15,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastff.bench.cases import Case, Implementation, bytes_of, flops, macs_per_input, n_params
-from fastff.bench.modes import register_mode
+from fastff.bench.cases import (
+    Case,
+    Implementation,
+    bench_kinds,
+    bytes_of,
+    flops,
+    macs_per_input,
+    n_params,
+)
+from fastff.bench.modes import ideal_ratios, register_mode
 from fastff.models import layer_builders
 from fastff.models.sizes import hosted_layers
 from fastff.models.vit import build_vit, vit_token_count
@@ -40,13 +48,14 @@ class HostedLayers(nn.Module):
 
 
 def _vit_factories(leaf: int, moe_k: int, hidden: int) -> dict[str, partial]:
-    """Layer configs of the ViT's MLPs: FF, FFF with leaf width ``leaf``, MoE with experts of
-    width ``leaf``, top-``moe_k`` (the ViT gives each its training width ``hidden``)."""
-    experts = hidden // leaf
+    """Layer configs of the ViT's MLPs, one per kind with a ViT shape
+    (:attr:`~fastff.models.kinds.LayerKind.bench_vit_layer`): FF, FFF with leaf width ``leaf``,
+    MoE with experts of width ``leaf``, top-``moe_k``, ... (the ViT gives each its training
+    width ``hidden``)."""
     return {
-        "ff": partial(layer_builders.ff, width=None),
-        "fff": partial(layer_builders.fff, width=None, leaf_width=leaf),
-        "moe": partial(layer_builders.moe, width=None, expert_width=leaf, k=min(moe_k, experts)),
+        kind.name: partial(kind.builder, **kind.bench_vit_layer(leaf, moe_k, hidden))
+        for kind in bench_kinds()
+        if kind.bench_vit_layer is not None
     }
 
 
@@ -125,7 +134,6 @@ def vit(cfg: Mapping[str, Any], wanted: list[str]) -> list[Case]:
                 }
                 chosen = [name for name in wanted if name in costed]
                 make_input = partial(_input, part, vit_args, batch, image_shape)
-                fff_flops = costed["fff"].flops
                 cases.append(
                     Case(
                         mode="vit",
@@ -143,10 +151,7 @@ def vit(cfg: Mapping[str, Any], wanted: list[str]) -> list[Case]:
                         batch=batch,
                         kind="inference",
                         implementations={name: costed[name] for name in chosen},
-                        ideal={
-                            "ideal FF/FFF": costed["ff"].flops / fff_flops,
-                            "ideal MoE/FFF": costed["moe"].flops / fff_flops,
-                        },
+                        ideal=ideal_ratios(costed),
                         make_input=make_input,
                     )
                 )
