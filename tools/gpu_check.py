@@ -137,6 +137,30 @@ def steps(dry: bool) -> list[tuple[str, int, list[str], dict[str, str]]]:
     ]  # fmt: skip
 
 
+def cuda_problem() -> str | None:
+    """Why this machine cannot run the GPU check, or None when it has a CUDA device."""
+    try:
+        import torch
+    except ImportError as error:
+        return f"torch is not importable: {error}"
+    if not torch.cuda.is_available():
+        return "torch.cuda.is_available() is False"
+    return None
+
+
+def refusal(dry: bool) -> str | None:
+    """The one-line error when the check cannot start here (checked before anything is written)."""
+    problem = None if dry else cuda_problem()
+    if problem:
+        return (
+            f"error: make gpu-check needs a CUDA GPU ({problem}); "
+            "GPU_CHECK_DRY_RUN=1 make gpu-check PYTHON=.venv/bin/python runs every step on the CPU"
+        )
+    if not any(WHEELS.glob("*.whl")):
+        return f"error: no wheels in {WHEELS}: run `make gpu-wheels` first (needs a package index)"
+    return None
+
+
 def install_wheels(site: Path, log) -> None:
     """The saved wheels, without their dependencies, into ``site``."""
     wheels = sorted(WHEELS.glob("*.whl"))
@@ -231,6 +255,9 @@ def main() -> None:
         help="every step on the CPU, tiny (default: $GPU_CHECK_DRY_RUN)",
     )
     args = parser.parse_args()
+    if (line := refusal(args.dry_run)) is not None:
+        print(line, file=sys.stderr)
+        sys.exit(2)
     deadline = time.monotonic() + TOTAL_S * (DRY_RUN_SLACK if args.dry_run else 1)
     shutil.rmtree(RESULTS, ignore_errors=True)
     RESULTS.mkdir()

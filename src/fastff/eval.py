@@ -66,7 +66,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "test_acc_soft": percent(tested.get("test/acc_soft")),
         "provenance": provenance(),
     }
-    write_json_atomic(Path(cfg.paths.output_dir) / "eval.json", results)
+    written = Path(cfg.paths.output_dir) / "eval.json"
+    write_json_atomic(written, results)
     print_summary(
         {
             "dataset": results["dataset"],
@@ -75,6 +76,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "test_acc_soft": results["test_acc_soft"],
         }
     )
+    print(f"results in {written.resolve()}")
     return results
 
 

@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -363,6 +364,19 @@ except ImportError:  # pragma: no cover - hydra < 1.1
     _HydraCallback = object  # type: ignore[assignment,misc]
 
 
+def slurm_launcher_problem(config: Any) -> str | None:
+    """The one-line error for ``hydra/launcher=slurm`` on a machine without SLURM, else None
+    (submitit would fail with a traceback when it submits the first job)."""
+    launcher = config.get("hydra", {}).get("launcher", {}).get("_target_") or ""
+    if not str(launcher).endswith(".SlurmLauncher") or shutil.which("srun") is not None:
+        return None
+    return (
+        "error: hydra/launcher=slurm: this machine has no SLURM (srun is not on the PATH); run "
+        "the multirun on the cluster's login node, or use hydra/launcher=local to run its jobs "
+        "here"
+    )
+
+
 class MultirunReport(_HydraCallback):
     """Hydra callback of every entry point (``conf/hydra/default.yaml``).
 
@@ -380,6 +394,8 @@ class MultirunReport(_HydraCallback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         check_output_dir(config, "hydra.sweep.dir")
+        if (line := slurm_launcher_problem(config)) is not None:
+            _exit_with_line(line, 2)
         if config.get("task_name") != "train":
             return
         from hydra import compose
