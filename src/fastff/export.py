@@ -73,27 +73,22 @@ def export_paths(model: nn.Module) -> Iterator[nn.Module]:
     if model.training:
         raise ValueError("export needs the model in eval mode (call model.eval())")
     saved: list[tuple[nn.Module, dict[str, Any]]] = []
-    for module in model.modules():
-        if isinstance(module, (FFF, QuantizedFFF)):
-            saved.append((module, {k: module.__dict__.get(k) for k in _FFF_SETTINGS}))
-            module.eval_path = "hard"
-            module.hard_strategy = EXPORT_STRATEGY
-        elif isinstance(module, MoE):
-            saved.append((module, {"forward": module.__dict__.get("forward")}))
-            module.forward = module.gathered_forward
-    try:
-        yield model
-    finally:
-        for module, settings in saved:
-            for key, value in settings.items():
-                if value is None:
-                    module.__dict__.pop(key, None)
-                else:
-                    module.__dict__[key] = value
-
-
-_FFF_SETTINGS = ("_eval_path", "_hard_strategy")
-"""Instance attributes behind ``FFF.eval_path`` and ``FFF.hard_strategy`` (not state_dict)."""
+    with contextlib.ExitStack() as hard_paths:
+        for module in model.modules():
+            if isinstance(module, (FFF, QuantizedFFF)):
+                hard_paths.enter_context(module.hard_path(EXPORT_STRATEGY))
+            elif isinstance(module, MoE):
+                saved.append((module, {"forward": module.__dict__.get("forward")}))
+                module.forward = module.gathered_forward
+        try:
+            yield model
+        finally:
+            for module, settings in saved:
+                for key, value in settings.items():
+                    if value is None:
+                        module.__dict__.pop(key, None)
+                    else:
+                        module.__dict__[key] = value
 
 
 def export_program(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:

@@ -163,7 +163,7 @@ def test_soft_implementation_is_checked_and_not_saved():
         fff.soft_implementation = "fast"
     fff.soft_implementation = "composite"
     assert "soft_implementation" not in str(list(fff.state_dict()))
-    assert FFF(IN, OUT, 2, 2).soft_implementation == "fused"
+    assert FFF(IN, OUT, 2, 2).soft_implementation == "auto"
 
 
 @pytest.mark.slow

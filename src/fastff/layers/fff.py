@@ -8,15 +8,16 @@ Nodes are stored in heap order: level m starts at index 2**m - 1 and node k has 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from fastff.layers import kernels
+from fastff.layers import fff_soft_registry, kernels
 from fastff.layers.activations import ActivationSpec, make_activation
 from fastff.layers.fff_soft import (
     leaf_mixture,
@@ -25,7 +26,7 @@ from fastff.layers.fff_soft import (
     region_leak_swaps,
     routing_dtype,
 )
-from fastff.layers.fff_soft_fused import fusable, soft_fff
+from fastff.layers.fff_soft_fused import soft_fff
 from fastff.layers.tracing import fx_call_module, refuse_script
 from fastff.layers.validation import (
     check_bool,
@@ -38,7 +39,8 @@ from fastff.layers.validation import (
 
 HARDENING_REDUCTIONS = ("mean", "sum")
 EVAL_PATHS = ("hard", "soft")
-SOFT_IMPLEMENTATIONS = ("fused", "fused_torch", "composite")
+SOFT_IMPLEMENTATIONS = fff_soft_registry.implementation_names()
+"""What ``FFF.soft_implementation`` accepts (see :mod:`fastff.layers.fff_soft_registry`)."""
 PARAMETER_NAMES = ("node_weights", "node_biases", "w1s", "b1s", "w2s", "b2s")
 REFERENCE_IGNORED_KEYS = ("node_usage", "leaf_usage")
 
@@ -87,6 +89,15 @@ class FFF(nn.Module):
     Shapes:
         input (..., D) -> output (..., O); every leading dimension is a batch dimension.
     """
+
+    # Settings and records that are not in the state_dict; the class values are the defaults
+    # (also for layers pickled before an attribute existed).
+    _eval_path: str = "hard"
+    _hard_strategy: str = "auto"
+    _soft_implementation: str = "auto"
+    _packed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    _aux_loss: torch.Tensor | None = None
+    _node_entropy: torch.Tensor | None = None
 
     def __init__(
         self,
@@ -140,9 +151,6 @@ class FFF(nn.Module):
             self.node_biases.requires_grad_(False)
         self._pack_parameters()
 
-        self._aux_loss: torch.Tensor | None = None
-        self._node_entropy: torch.Tensor | None = None
-
     # ----------------------------------------------------------------------------------- sizes
     @staticmethod
     def depth_for(width: int, leaf_width: int) -> int:
@@ -188,7 +196,7 @@ class FFF(nn.Module):
         with a third, without concatenating anything per step. Values, shapes and strides are
         unchanged; the parameters stay the same objects."""
         if self.depth == 0:
-            self.__dict__["_packed"] = None
+            self._packed = None
             return
         nodes, hidden, leaves = self.n_nodes, self.training_width, self.n_leaves
         padded = -(-nodes // 16) * 16
@@ -210,7 +218,7 @@ class FFF(nn.Module):
         self.node_biases.data = first_bias[hidden : hidden + nodes].view(nodes, 1)
         self.w2s.data = second[:hidden].view(leaves, self.leaf_width, self.out_features)
         self.b2s.data = second[hidden:]
-        self.__dict__["_packed"] = (first, first_bias, second)
+        self._packed = (first, first_bias, second)
 
     @property
     def packed_parameters(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -218,7 +226,7 @@ class FFF(nn.Module):
         parameters are views of (see :meth:`_pack_parameters`), or None where they no longer
         are (e.g. after ``load_state_dict(assign=True)`` or a parametrization; also while
         torch.compile traces, which runs the torch-op path)."""
-        packed = self.__dict__.get("_packed")
+        packed = self._packed
         if packed is None or torch.compiler.is_compiling():
             return None
         first, first_bias, second = packed
@@ -295,32 +303,27 @@ class FFF(nn.Module):
         """What the eval-mode forward computes: ``"hard"`` (default: one leaf per input) or
         ``"soft"`` (the mixture of all leaves without dropout or region leak, e.g. to measure how
         much accuracy hardening keeps)."""
-        return self.__dict__.get("_eval_path", "hard")
+        return self._eval_path
 
     @eval_path.setter
     def eval_path(self, path: str) -> None:
-        self.__dict__["_eval_path"] = check_choice("eval_path", path, EVAL_PATHS)
+        self._eval_path = check_choice("eval_path", path, EVAL_PATHS)
 
     def soft_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Soft mixture of all leaves, (..., D) -> (..., O); records aux_loss and node_entropy.
 
         Region leak and dropout apply only in training mode. Computed by
         :attr:`soft_implementation`.
+
+        Raises:
+            ValueError: a forced :attr:`soft_implementation` that cannot compute this call.
         """
         check_input(x, self.in_features, "FFF")
         x2d = x.reshape(-1, self.in_features)
-        dropout_active = self.training and self.dropout > 0.0
-        if torch.jit.is_tracing():
-            # torch.jit.trace records torch ops, not autograd functions or the C++ step
-            y = self._composite_soft_forward(x2d)
-        elif not x2d.shape[0]:
-            y = self._empty_soft_forward(x2d)
-        elif self.soft_implementation != "composite" and fusable(
-            self.activation, dropout_active, self.depth
-        ):
-            y = self._fused_soft_forward(x2d)
-        else:
-            y = self._composite_soft_forward(x2d)
+        implementation = fff_soft_registry.resolve(self, x2d, self.soft_implementation)
+        if not x2d.shape[0]:
+            return self._empty_soft_forward(x2d).view(*x.shape[:-1], self.out_features)
+        y = implementation.forward(self, x2d)
         return y.view(*x.shape[:-1], self.out_features)
 
     def _empty_soft_forward(self, x2d: torch.Tensor) -> torch.Tensor:
@@ -333,24 +336,20 @@ class FFF(nn.Module):
 
     @property
     def soft_implementation(self) -> str:
-        """How the soft forward is computed: ``"fused"`` (default: one autograd function with a
-        hand-written backward, :mod:`fastff.layers.fff_soft_fused`, whose routing runs as a C++
-        kernel on CPU float32/float64 where the kernel library is built, see
-        :mod:`fastff.layers.kernels.cpu_soft_routing`; where the fused function does not apply,
-        at depth 0, with active dropout or an activation with parameters, the composite path
-        runs), ``"fused_torch"`` (the same function, routing always as torch ops) or
-        ``"composite"`` (standard autograd over torch ops). All give the same outputs and
-        gradients. Not part of the state_dict."""
-        return self.__dict__.get("_soft_implementation", "fused")
+        """How the soft forward is computed (see :mod:`fastff.layers.fff_soft_registry`):
+        ``"auto"`` (default; ``"fused"`` is an alias and reads back as ``"auto"``) picks per
+        call, ``"fused_cpu"``, ``"fused_torch"`` or ``"composite"`` force one (a forced one that
+        cannot compute a call raises ValueError with the reason). All give the same outputs
+        and gradients. Not part of the state_dict."""
+        return self._soft_implementation
 
     @soft_implementation.setter
     def soft_implementation(self, name: str) -> None:
-        self.__dict__["_soft_implementation"] = check_choice(
-            "soft_implementation", name, SOFT_IMPLEMENTATIONS
-        )
+        self._soft_implementation = fff_soft_registry.check_implementation(name)
 
-    def _fused_soft_forward(self, x2d: torch.Tensor) -> torch.Tensor:
-        """The soft forward through :func:`soft_fff`, (B, D) -> (B, O); depth >= 1."""
+    def _fused_soft_forward(self, x2d: torch.Tensor, routing_kernel: bool) -> torch.Tensor:
+        """The soft forward through :func:`soft_fff`, (B, D) -> (B, O); depth >= 1.
+        ``routing_kernel``: use the C++ kernels (the caller checked that they can run)."""
         node_weights, node_biases = self._node_parameters()
         swap = None
         if self.training and self.region_leak > 0.0:
@@ -363,12 +362,11 @@ class FFF(nn.Module):
         )
         y, aux, entropy = soft_fff(
             x2d, node_weights, node_biases, self.w1s, self.b1s, self.w2s, self.b2s,
-            self.activation, swap, self.soft_implementation == "fused", aux_scale,
-            self.__dict__.get("_packed"),  # the op checks that the parameters still view these
+            self.activation, swap, routing_kernel, aux_scale,
+            self._packed,  # the op checks that the parameters still view these
         )  # fmt: skip
-        # plain attributes: skip nn.Module.__setattr__'s parameter and submodule checks
-        self.__dict__["_node_entropy"] = entropy
-        self.__dict__["_aux_loss"] = aux
+        self._node_entropy = entropy
+        self._aux_loss = aux
         return y
 
     def _composite_soft_forward(self, x2d: torch.Tensor) -> torch.Tensor:
@@ -410,11 +408,24 @@ class FFF(nn.Module):
         Assign ``"plain"``, ``"grouped"`` or ``"fused_cpu"`` to force one (ValueError if
         unknown). Not part of the state_dict.
         """
-        return self.__dict__.get("_hard_strategy", "auto")
+        return self._hard_strategy
 
     @hard_strategy.setter
     def hard_strategy(self, name: str) -> None:
-        self.__dict__["_hard_strategy"] = kernels.check_strategy(name)
+        self._hard_strategy = kernels.check_strategy(name)
+
+    @contextlib.contextmanager
+    def hard_path(self, strategy: str) -> Iterator[FFF]:
+        """Within the block the eval-mode forward is the hard path on ``strategy``
+        (:attr:`eval_path` ``"hard"``, :attr:`hard_strategy` ``strategy``); the previous
+        settings come back on exit. ``fastff.export`` traces with ``"gather"``."""
+        saved = self.eval_path, self.hard_strategy
+        self.hard_strategy = strategy
+        self.eval_path = "hard"
+        try:
+            yield self
+        finally:
+            self.eval_path, self.hard_strategy = saved
 
     def leaf_indices(self, x: torch.Tensor) -> torch.Tensor:
         """Index in [0, 2**d) of the leaf each input reaches by hard routing, (..., D) -> (...)."""

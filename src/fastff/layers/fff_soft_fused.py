@@ -309,14 +309,23 @@ def _soft_fff_autocast(
     return y, entropy.sum() * aux_scale, entropy.detach()
 
 
+def unfusable_reason(activation: nn.Module, dropout_active: bool, depth: int) -> str | None:
+    """Why :func:`soft_fff` cannot compute this configuration, or None: it needs depth >= 1, no
+    active dropout, and an activation without parameters that keeps its input (the backward
+    recomputes its gradient from the pre-activations; an in-place ReLU is fine, its gradient
+    needs only the output)."""
+    name = type(activation).__name__
+    if depth < 1:
+        return "depth 0 has no tree to route (the composite path computes it)"
+    if dropout_active:
+        return "it has no dropout; use dropout=0 or eval mode"
+    if next(activation.parameters(), None) is not None:
+        return f"the activation {name} has parameters (they would get no gradient)"
+    if not _relu_like(activation) and getattr(activation, "inplace", False):
+        return f"the in-place activation {name} overwrites the input its backward needs"
+    return None
+
+
 def fusable(activation: nn.Module, dropout_active: bool, depth: int) -> bool:
-    """Whether :func:`soft_fff` computes this configuration: depth >= 1, no active dropout, and
-    an activation without parameters that keeps its input (the backward recomputes its gradient
-    from the pre-activations; an in-place ReLU is fine, its gradient needs only the output)."""
-    keeps_input = _relu_like(activation) or not getattr(activation, "inplace", False)
-    return (
-        depth >= 1
-        and not dropout_active
-        and keeps_input
-        and next(activation.parameters(), None) is None
-    )
+    """Whether :func:`soft_fff` computes this configuration (see :func:`unfusable_reason`)."""
+    return unfusable_reason(activation, dropout_active, depth) is None

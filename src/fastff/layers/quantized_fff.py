@@ -19,8 +19,9 @@ Inference only (the buffers are not trainable): ``forward`` is the hard path in 
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -72,6 +73,7 @@ class QuantizedFFF(CompactBuffers):
     """
 
     compact_buffer_names = ("w1s", "w2s", "w1s_scale", "w2s_scale")
+    _hard_strategy: str = "auto"  # not in the state_dict; the class value is the default
 
     def __init__(
         self,
@@ -206,11 +208,22 @@ class QuantizedFFF(CompactBuffers):
     def hard_strategy(self) -> str:
         """Strategy of ``forward`` and ``hard_forward(x)``, one of :data:`STRATEGIES`
         (default ``"auto"``); not part of the state_dict."""
-        return self.__dict__.get("_hard_strategy", "auto")
+        return self._hard_strategy
 
     @hard_strategy.setter
     def hard_strategy(self, name: str) -> None:
-        self.__dict__["_hard_strategy"] = check_choice("hard_strategy", name, STRATEGIES)
+        self._hard_strategy = check_choice("hard_strategy", name, STRATEGIES)
+
+    @contextlib.contextmanager
+    def hard_path(self, strategy: str) -> Iterator[QuantizedFFF]:
+        """Within the block :attr:`hard_strategy` is ``strategy`` (as :meth:`FFF.hard_path`;
+        the eval path is always hard); the previous one comes back on exit."""
+        saved = self.hard_strategy
+        self.hard_strategy = strategy
+        try:
+            yield self
+        finally:
+            self.hard_strategy = saved
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., O): :meth:`hard_forward` (in training mode too)."""
