@@ -1,4 +1,5 @@
-"""Hydra entry point: check -> instantiate -> fit -> test -> results (metrics.json and W&B).
+"""Hydra entry point: check -> build (:mod:`fastff.training.assembly`) -> fit -> test -> results
+(metrics.json and W&B).
 
 python -m fastff.train                                   # FFF on digits (offline)
 python -m fastff.train experiment=table1 data=mnist layer=fff layer.leaf_width=8
@@ -17,20 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 from fastff.config_checks import ConfigError, check_accelerator, check_train_config
 from fastff.data.errors import DatasetError
 from fastff.data.protocol import ProtocolDataModule
-from fastff.hydra_app import hydra_entry, instantiate_or_config_error, run_entry_point
+from fastff.hydra_app import hydra_entry, run_entry_point
 from fastff.models.sizes import model_sizes
+from fastff.training.assembly import build_run, build_trainer
 from fastff.training.averaging import averaged_weights_for_testing, evaluated_weights
-from fastff.training.builders import (
-    build_callbacks,
-    build_loggers,
-    build_model,
-    build_module,
-    cluster_plugins,
-    resolve_unused_parameters,
-)
-from fastff.training.checkpoint import check_checkpoint_fits
 from fastff.training.guards import DivergenceGuard, EpochSeeding
-from fastff.training.precision import check_precision_on_device, check_precision_packages
 from fastff.training.protocol import PaperProtocol
 from fastff.training.results import provenance
 from fastff.training.run_dir import resume_checkpoint
@@ -56,26 +48,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     with results.guard():  # from here on metrics.json says how the run ended
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        data = instantiate_or_config_error(cfg.data)
-        model = build_model(cfg.model, cfg.layer, data.input_shape, data.num_classes)
-        module = build_module(cfg, model, data)
-        if ckpt_path is not None:  # one line naming a mismatched tensor, not Lightning's
-            check_checkpoint_fits(ckpt_path, module)
+        data, model, module = build_run(cfg, ckpt_path)
         results.results |= {"dataset": data.name, "model": cfg.model.get("name")}
         results.results |= {**model_sizes(model), "provenance": provenance()}
 
-        loggers = build_loggers(cfg)
         guards = [DivergenceGuard(), EpochSeeding(cfg.seed)]
-        check_precision_packages(cfg.trainer)
-        resolve_unused_parameters(cfg.trainer, model)
-        trainer: L.Trainer = instantiate_or_config_error(
-            cfg.trainer,
-            key="trainer",
-            callbacks=[protocol, results, *guards, *build_callbacks(cfg, loggers)],
-            logger=loggers or False,
-            **cluster_plugins(cfg.trainer),
-        )
-        check_precision_on_device(trainer)
+        trainer = build_trainer(cfg, model, [protocol, results, *guards])
         results.results |= evaluated_weights(trainer.callbacks, cfg.get("callbacks"))
         for logger in trainer.loggers:
             logger.log_hyperparams(run)

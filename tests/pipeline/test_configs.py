@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pipeline_utils import CONF
 
@@ -12,7 +11,7 @@ from fastff.config_checks import ConfigError, check_train_config
 from fastff.layers import FF, FFF, MoE
 from fastff.models import LAYER_CLASSES
 from fastff.tracking import resolve_wandb_mode
-from fastff.training.builders import build_callbacks, build_loggers, build_model, build_module
+from fastff.training.assembly import build_run, build_trainer
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 OPTIONS = [
@@ -28,17 +27,11 @@ PAPER_FLAT_SETS = ("usps", "mnist", "fashion_mnist", "mnist5k", "svhn", "cifar10
 
 
 def instantiate_run(cfg, *, trainer: bool = True):
-    """What ``train()`` builds before fitting: datamodule, model, module and trainer."""
+    """What ``train()`` builds before fitting, with train()'s own steps: the checks, then the
+    datamodule, model and module (``build_run``) and the trainer (``build_trainer``)."""
     check_train_config(cfg)
-    data = instantiate(cfg.data)
-    model = build_model(cfg.model, cfg.layer, data.input_shape, data.num_classes)
-    module = build_module(cfg, model, data)
-    loggers = build_loggers(cfg)
-    callbacks = build_callbacks(cfg, loggers)
-    built = (
-        instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False) if trainer else None
-    )
-    return data, model, module, built
+    data, model, module = build_run(cfg)
+    return data, model, module, build_trainer(cfg, model) if trainer else None
 
 
 def test_train_config_has_the_documented_groups():

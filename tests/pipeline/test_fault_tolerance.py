@@ -142,7 +142,7 @@ def test_interrupt_during_start_up_still_writes_metrics(make_cfg, monkeypatch):
     def interrupted(*args, **kwargs):
         raise Terminated(signal.SIGINT)
 
-    monkeypatch.setattr("fastff.train.build_model", interrupted)
+    monkeypatch.setattr("fastff.training.assembly.build_model", interrupted)
     cfg = make_cfg(*QUICK)
     with pytest.raises(Terminated):
         train(cfg)
