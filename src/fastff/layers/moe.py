@@ -98,6 +98,8 @@ class MoE(nn.Module):
         ``b1s`` (E, W), ``w2s`` (E, W, O), ``b2s`` (E, O).
     """
 
+    _dispatch: str = "auto"  # not in the state_dict; the class value is the default
+
     def __init__(
         self,
         in_features: int,
@@ -221,24 +223,18 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., O); records aux_loss, importance, load and gates.
 
-        With ``dispatch="auto"``, while ``torch.jit.trace`` traces, or ``torch.compile`` /
-        ``torch.export`` trace an eval-mode forward, the experts run gathered per input
-        (:meth:`gathered_forward`'s fixed shapes, one chunk) so the traced graph serves any
-        batch size; under torch.fx the layer is one ``call_module`` node (see
-        :mod:`fastff.layers.tracing`).
+        The experts run by :attr:`dispatch`; with ``"auto"``, while ``torch.jit.trace``
+        traces, or ``torch.compile`` / ``torch.export`` trace an eval-mode forward, they run
+        gathered per input (``gathered_fixed``: :meth:`gathered_forward`'s fixed shapes, one
+        chunk) so the traced graph serves any batch size; under torch.fx the layer is one
+        ``call_module`` node (see :mod:`fastff.layers.tracing`).
         """
         if isinstance(x, torch.fx.Proxy):
             return fx_call_module(self, x)
         check_input(x, self.in_features, "MoE")
         x2d = x.reshape(-1, self.in_features)
         top = self._route(x2d)
-        dispatch = self.dispatch
-        if dispatch == "auto" and (
-            torch.jit.is_tracing() or (not self.training and torch.compiler.is_compiling())
-        ):
-            pair_outputs = self._gathered_pairs(x2d, top.indices, self.expert_dropout)
-        else:
-            pair_outputs = moe_dispatch.run_experts(self, x2d, top.indices, dispatch)  # (N*k, O)
+        pair_outputs = moe_dispatch.run_experts(self, x2d, top.indices, self.dispatch)  # (N*k, O)
         k, out = self.k, self.out_features
         y = (pair_outputs.view(-1, k, out) * top.gates.to(pair_outputs.dtype).unsqueeze(-1)).sum(1)
         self._lead_shape = tuple(x.shape[:-1])
@@ -247,13 +243,14 @@ class MoE(nn.Module):
     @property
     def dispatch(self) -> str:
         """How ``forward`` evaluates the selected pairs, default ``"auto"`` (see
-        :mod:`fastff.layers.moe_dispatch`: ``"sorted"``, ``"gathered"``, ``"triton"``). Assign a
-        name to force one (ValueError if unknown). Not part of the state_dict."""
-        return self.__dict__.get("_dispatch", "auto")
+        :mod:`fastff.layers.moe_dispatch`: ``"sorted"``, ``"gathered"``, ``"triton"``,
+        ``"gathered_fixed"``). Assign a name to force one (ValueError if unknown). Not part of
+        the state_dict."""
+        return self._dispatch
 
     @dispatch.setter
     def dispatch(self, name: str) -> None:
-        self.__dict__["_dispatch"] = moe_dispatch.check_dispatch(name)
+        self._dispatch = moe_dispatch.check_dispatch(name)
 
     def gathered_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The eval-mode forward with fixed shapes: the path ``fastff.export`` traces.

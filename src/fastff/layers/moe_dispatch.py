@@ -11,14 +11,21 @@ A dispatch computes the pair outputs (N * k, O), pair p = n * k + j being expert
   :data:`GATHER_CHUNK_ELEMENTS` temporary elements (the chunk size follows the layer's sizes
   only): no host synchronisation and no data-dependent shapes. Any device and dtype, autograd,
   dropout; it moves every pair's weights, so it suits small batches or a GPU.
+- ``gathered_fixed`` (:meth:`MoE._gathered_pairs`, as :meth:`MoE.gathered_forward`): every
+  pair's expert weights gathered at once, no chunks: fixed shapes that serve any batch size once
+  traced. Any device and dtype, autograd, dropout; memory grows with the batch.
 - ``triton`` (:func:`fastff.layers.kernels.triton_hard.pair_forward`): one Triton launch, one
   program per pair, nothing gathered. CUDA (CPU tensors only in Triton's interpreter),
   float32/bfloat16/float16 with float32 sums, inference only, no active dropout.
 
-``auto``: on the CPU ``sorted``; on CUDA in training ``sorted`` (autograd through padded matmul
-groups), in eval ``triton`` where it can run, else ``gathered``: an eval forward on CUDA never
-waits for the host, so it can be captured in a CUDA graph. The choice depends on the device,
-dtype, grad mode and training mode, never on values. Force one with ``moe.dispatch = "gathered"``.
+``auto`` (:func:`select`): while ``torch.jit.trace`` traces, or torch.compile / torch.export
+trace an eval-mode forward, ``gathered_fixed`` (the traced graph serves any batch size); else on
+the CPU and in training ``sorted`` (autograd through padded matmul groups); else (CUDA, eval) the
+first *preferred* dispatch, in registration order, that can compute the call (``triton``), else
+``gathered``: an eval forward on CUDA never waits for the host, so it can be captured in a CUDA
+graph. The choice depends on the device, dtype, grad mode, training mode and trace state, never
+on values. Force one with ``moe.dispatch = "gathered"``; a forced dispatch that cannot compute a
+call raises ValueError naming the reason.
 """
 
 from __future__ import annotations
@@ -50,11 +57,25 @@ class Dispatch:
         name: what ``moe.dispatch`` accepts.
         run: ``(moe, x2d (N, D), indices (N, k)) -> pair outputs (N * k, O)``.
         unsupported: ``(moe, x2d) -> reason or None``: why it cannot compute this call.
+        preferred: ``auto`` runs it in eval mode on CUDA wherever it can (compiled kernels).
     """
 
     name: str
     run: Callable[[MoE, torch.Tensor, torch.Tensor], torch.Tensor]
     unsupported: Callable[[MoE, torch.Tensor], str | None] = _runs_everywhere
+    preferred: bool = False
+
+
+REGISTRY: dict[str, Dispatch] = {}
+"""Registered dispatches by name, in registration order."""
+
+
+def register(dispatch: Dispatch) -> Dispatch:
+    """Add a dispatch (a new name; ``"auto"`` is reserved) and return it."""
+    if dispatch.name == "auto" or dispatch.name in REGISTRY:
+        raise ValueError(f"MoE dispatch name {dispatch.name!r} is taken")
+    REGISTRY[dispatch.name] = dispatch
+    return dispatch
 
 
 def _sorted(moe: MoE, x2d: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -80,6 +101,10 @@ def _gathered(moe: MoE, x2d: torch.Tensor, indices: torch.Tensor) -> torch.Tenso
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
+def _gathered_fixed(moe: MoE, x2d: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    return moe._gathered_pairs(x2d, indices, moe.expert_dropout)
+
+
 def _expert_weights(moe: MoE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return moe.w1s, moe.b1s, moe.w2s, moe.b2s
 
@@ -94,15 +119,10 @@ def _triton(moe: MoE, x2d: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return triton_hard.pair_forward(x2d, indices, _expert_weights(moe), moe.activation)
 
 
-REGISTRY: dict[str, Dispatch] = {
-    dispatch.name: dispatch
-    for dispatch in (
-        Dispatch("sorted", _sorted),
-        Dispatch("gathered", _gathered),
-        Dispatch("triton", _triton, _triton_unsupported),
-    )
-}
-"""The dispatches by name."""
+register(Dispatch("sorted", _sorted))
+register(Dispatch("gathered", _gathered))
+register(Dispatch("triton", _triton, _triton_unsupported, preferred=True))
+register(Dispatch("gathered_fixed", _gathered_fixed))
 
 
 def dispatch_names() -> tuple[str, ...]:
@@ -118,10 +138,16 @@ def check_dispatch(name: object) -> str:
 
 
 def select(moe: MoE, x2d: torch.Tensor) -> str:
-    """The dispatch ``auto`` runs for ``moe`` on the inputs ``x2d`` (N, D)."""
+    """The dispatch ``auto`` runs for ``moe`` on the inputs ``x2d`` (N, D) (see the module
+    docstring)."""
+    if torch.jit.is_tracing() or (not moe.training and torch.compiler.is_compiling()):
+        return "gathered_fixed"
     if x2d.device.type != "cuda" or moe.training:
         return "sorted"
-    return "triton" if _triton_unsupported(moe, x2d) is None else "gathered"
+    for dispatch in REGISTRY.values():
+        if dispatch.preferred and dispatch.unsupported(moe, x2d) is None:
+            return dispatch.name
+    return "gathered"
 
 
 def run_experts(moe: MoE, x2d: torch.Tensor, indices: torch.Tensor, name: str) -> torch.Tensor:
