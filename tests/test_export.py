@@ -11,6 +11,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import onnx
+import onnxruntime  # noqa: F401  (export.load_exported runs .onnx files in it)
+import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
 import pytest
 import sympy
 import torch
@@ -22,10 +25,6 @@ from fastff.config_checks import ConfigError
 from fastff.layers import FF, FFF, MoE
 from fastff.models import layer_builders
 from fastff.models.vit import build_vit
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
 
 ATOL = 1e-5
 BATCH_SIZES = (1, 37)

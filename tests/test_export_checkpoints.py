@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnxruntime  # noqa: F401  (the exported files run in ONNX Runtime)
+import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -16,9 +18,6 @@ from pipeline_utils import run_cli
 
 from fastff import export
 from fastff.training.checkpoint import load_model, read_checkpoint, run_config
-
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
 
 pytestmark = pytest.mark.slow
 

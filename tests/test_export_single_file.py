@@ -6,14 +6,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
+import onnxruntime as ort
+import onnxscript  # noqa: F401  (torch.onnx's exporter needs it; a missing one fails here)
 import torch
 
 from fastff import export
 from fastff.layers import FFF
-
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
 
 
 def _layer() -> FFF:

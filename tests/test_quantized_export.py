@@ -6,16 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
+import onnxruntime  # noqa: F401  (export.load_exported runs the file in it)
+import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
 import pytest
 import torch
 from torch import nn
 
 from fastff import export, quantize
 from fastff.layers import FF, FFF, MoE
-
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
 
 STORAGE = {"bf16": onnx.TensorProto.BFLOAT16, "int8": onnx.TensorProto.INT8}
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
+import onnxruntime  # noqa: F401  (the export CLI checks its file in ONNX Runtime)
+import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
 import pytest
 import torch
 from pipeline_utils import run_cli
@@ -123,8 +126,6 @@ def test_unknown_quantize_is_one_line(trained, tmp_path, command):
 
 @pytest.mark.parametrize("format", FORMATS)
 def test_export_cli_with_quantize_runs_in_onnx_runtime(trained, tmp_path, format):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
     output = tmp_path / "model.onnx"
     proc = run_cli(
         "fastff.export", f"ckpt_path={trained}", "format=onnx", f"output={output}",
@@ -133,8 +134,6 @@ def test_export_cli_with_quantize_runs_in_onnx_runtime(trained, tmp_path, format
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = json.loads((tmp_path / "export" / "export.json").read_text())
     assert written["quantize"] == format and written["max_abs_difference"] <= 1e-5
-    import onnx
-
     types = {i.name: i.data_type for i in onnx.load(output).graph.initializer}
     wanted = onnx.TensorProto.BFLOAT16 if format == "bf16" else onnx.TensorProto.INT8
     assert types["layer.w1s"] == wanted and types["layer.w2s"] == wanted
