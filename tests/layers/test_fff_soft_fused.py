@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 
+import fastfeedforward
 import pytest
 import torch
 from torch import nn
@@ -106,7 +107,6 @@ def test_fused_function_passes_gradcheck(activation, with_swap):
 
 
 def test_fused_in_float32_agrees_with_the_reference_package_gradients():
-    fastfeedforward = pytest.importorskip("fastfeedforward")
     torch.manual_seed(3)
     reference = fastfeedforward.FFF(IN, 4, OUT, 5)
     ours = FFF.from_reference(reference, hardening=2.0).train()
