@@ -321,7 +321,7 @@ class FFF(nn.Module):
         check_input(x, self.in_features, "FFF")
         x2d = x.reshape(-1, self.in_features)
         implementation = fff_soft_registry.resolve(self, x2d, self.soft_implementation)
-        if not x2d.shape[0]:
+        if not torch.jit.is_tracing() and not x2d.shape[0]:  # traced: no shape-dependent branch
             return self._empty_soft_forward(x2d).view(*x.shape[:-1], self.out_features)
         y = implementation.forward(self, x2d)
         return y.view(*x.shape[:-1], self.out_features)
