@@ -8,12 +8,12 @@ the CPU; these tests check what only the GPU run uses (its overrides differ from
 from __future__ import annotations
 
 import importlib.metadata
-import re
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from make_recipes import make_commands
 from pipeline_utils import compose_config
 
 from fastff.bench import runner
@@ -63,9 +63,8 @@ def test_every_step_composes_and_validates(dry, tmp_path, monkeypatch):
 
 
 def test_gpu_wheels_pin_the_versions_tested_here():
-    makefile = (REPO / "Makefile").read_text()
-    pins = re.findall(r"([a-z0-9-]+)==([0-9.]+)", makefile.split("gpu-wheels:")[0])
-    pinned = {name: version for name, version in pins if name != "sweeps"}
+    words = [word for command in make_commands("gpu-wheels") for word in command]
+    pinned = dict(word.split("==") for word in words if "==" in word)
     assert set(pinned) == {"hydra-core", "omegaconf", "antlr4-python3-runtime"}
     for name, version in pinned.items():
         assert importlib.metadata.version(name) == version, name

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 import pytest
+from make_recipes import make_commands, run_make
 from report_helpers import run_metrics, write_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,8 +109,12 @@ def test_importing_the_report_loads_neither_torch_nor_matplotlib():
 def test_make_report_target():
     out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True).stdout
     assert "make report " in out
-    makefile = (ROOT / "Makefile").read_text()
-    assert "$(BIN)/python -m fastff.report $(ARGS)" in makefile
+    assert make_commands("report", ARGS="runs -o out") == [
+        [".venv/bin/python", "-m", "fastff.report", "runs", "-o", "out"]
+    ]
+    done = run_make("report", python=sys.executable, ARGS="--help")  # the target itself
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: fastff-report")
 
 
 # ------------------------------------------------------------------------------------ W&B API
