@@ -3,7 +3,10 @@ the kernel is used only when built, chosen without starting any process or threa
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
+import pkgutil
 import re
 import subprocess
 import sys
@@ -15,7 +18,8 @@ import torch
 from oracles import fff_hard_oracle, fff_leaf_oracle
 from torch import nn
 
-from fastff.layers import FFF, kernels
+import fastff.layers
+from fastff.layers import FFF, MoE, kernels
 from fastff.layers.kernels import cpu_build
 
 TORCH_STRATEGIES = ("plain", "grouped")
@@ -257,7 +261,8 @@ FRESH_PROCESS = """
 import os, subprocess, threading
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from fastff.layers import FFF, kernels
+import fastff.layers
+from fastff.layers import FFF, MoE, kernels
 
 def refuse(*args, **kwargs):
     raise AssertionError("an eval-mode FFF forward started a process or a thread")
@@ -316,21 +321,79 @@ def test_build_command_is_a_no_op_when_built(fused_kernel):
     assert "fused_cpu: built" in status.stdout and library in status.stdout
 
 
-def test_no_private_fff_method_is_called_outside_layers():
-    """Outside ``layers/`` FFF is reached through its public methods only."""
-    private = sorted(n for n in vars(FFF) if n.startswith("_") and not n.startswith("__"))
-    pattern = re.compile(r"\.(" + "|".join(map(re.escape, private)) + r")\b")
-    files = [
-        *(p for p in (REPO / "src" / "fastff").rglob("*.py") if "layers" not in p.parts),
-        *(REPO / "tests").rglob("*.py"),
-    ]
-    offenders = [
-        f"{path.relative_to(REPO)}:{number}"
+def _layer_classes() -> set[type]:
+    """Every nn.Module class defined in ``fastff.layers`` (FFF, FF, MoE, the quantized ones...)."""
+    classes = set()
+    for info in pkgutil.walk_packages(fastff.layers.__path__, "fastff.layers."):
+        if not info.name.endswith("__main__"):
+            module = importlib.import_module(info.name)
+            classes |= {
+                member
+                for _, member in inspect.getmembers(module, inspect.isclass)
+                if member.__module__.startswith("fastff.layers") and issubclass(member, nn.Module)
+            }
+    return classes
+
+
+def _private_names(classes: set[type]) -> set[str]:
+    """Private methods and attributes (``_name``, not dunder) of ``classes`` and of their bases
+    in fastff.layers, including instance attributes their source assigns (``self._name = ``);
+    nn.Module's own are left out."""
+    names: set[str] = set()
+    for cls in classes:
+        for owner in cls.__mro__:
+            if owner.__module__.startswith("fastff.layers"):
+                names |= {n for n in vars(owner) if n.startswith("_") and not n.startswith("__")}
+                source = inspect.getsource(owner)
+                names |= set(re.findall(r"\bself\.(_[a-z]\w*)\s*(?::[^=\n]+)?=[^=]", source))
+    return names - set(dir(nn.Module))
+
+
+def _uses(names: set[str], files: list[Path], root: Path = REPO) -> list[str]:
+    """``path:line`` of every attribute access ``x._name`` (not on ``self``/``cls``) and every
+    quoted ``"_name"`` (a key of ``__dict__``, ``getattr``, ``setattr``) in ``files``."""
+    alternatives = "|".join(map(re.escape, sorted(names)))
+    pattern = re.compile(rf"(?<!self)(?<!cls)\.({alternatives})\b|[\"']({alternatives})[\"']")
+    return [
+        f"{path.relative_to(root)}:{number}"
         for path in files
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if pattern.search(line)
     ]
-    assert not offenders, f"private FFF methods {private} called at {offenders}"
+
+
+def test_no_private_layer_member_is_used_outside_layers():
+    """Outside ``layers/`` (every other module of fastff, and the tests of other packages) the
+    layers are reached through their public methods and properties only: no private method,
+    no private attribute, and no private ``__dict__`` key such as FFF's ``_hard_strategy``."""
+    classes = _layer_classes()
+    assert {FFF, MoE}.issubset(classes)
+    names = _private_names(classes)
+    assert {"_hard_strategy", "_eval_path", "_packed", "_run_experts"}.issubset(names)
+    outside = [
+        *(p for p in (REPO / "src" / "fastff").rglob("*.py") if "layers" not in p.parts),
+        *(p for p in (REPO / "tests").rglob("*.py") if "layers" not in p.parts),
+    ]
+    offenders = _uses(names, outside)
+    assert not offenders, f"private layer members {sorted(names)} used at {offenders}"
+
+
+def test_no_private_fff_member_is_used_in_the_layer_tests():
+    """The layers' own tests, too, reach FFF through its public methods only (this file names
+    them, in the guard)."""
+    names = _private_names({FFF})
+    tests = [p for p in (REPO / "tests" / "layers").glob("*.py") if p != Path(__file__).resolve()]
+    offenders = _uses(names, sorted(tests))
+    assert not offenders, f"private FFF members {sorted(names)} used at {offenders}"
+
+
+def test_the_private_member_guard_finds_method_calls_and_dict_keys(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "layer._route(x)\nself._route(x)\nlayer.__dict__['_hard_strategy'] = 'plain'\n"
+        "layer.route(x)\n"
+    )
+    assert _uses({"_route", "_hard_strategy"}, [sample], tmp_path) == ["sample.py:1", "sample.py:3"]
 
 
 @pytest.mark.gpu
