@@ -59,7 +59,7 @@ def status() -> int:
     state = cpu_build.status()
     print(f"hard strategies: {', '.join(kernels.strategy_names())}")
     print(f"fused_cpu: {state.state} ({state.reason})")
-    print("  also holds the soft training kernels (FFF.soft_implementation='fused' on the CPU)")
+    print("  also holds the soft training kernels (FFF.soft_implementation 'fused_cpu')")
     print(f"  library:  {state.spec.library}")
     print(f"  compiler: {state.compiler or 'none on PATH'}; ISA: {state.spec.isa}")
     return 0
