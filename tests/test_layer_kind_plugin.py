@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -29,9 +30,7 @@ def _install(site: Path) -> None:
     info = site / "lowrank_kind-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lowrank-kind\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[fastff.layer_kinds]\nlowrank = lowrank_kind:LOWRANK\n"
-    )
+    (info / "entry_points.txt").write_text("[fastff.layer_kinds]\nlowrank = lowrank_kind:LOWRANK\n")
 
 
 @pytest.fixture
@@ -134,9 +133,9 @@ def test_a_registered_kind_goes_through_every_command(plugin: Path, tmp_path: Pa
     assert "lowrank" in (tmp_path / "report" / "report.md").read_text()
 
     # without the registration, its builder is no checkpoint target fastff allows
-    monkeypatch.setattr("sys.path", [p for p in os.sys.path if p != str(plugin)])
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(plugin)])
     kinds.registered.cache_clear()
-    with pytest.raises(ForeignTargetError, match="lowrank_kind.lowrank"):
+    with pytest.raises(ForeignTargetError, match=r"lowrank_kind\.lowrank"):
         load_model(runs / "flat" / "checkpoints" / "last.ckpt")
 
 

@@ -41,8 +41,8 @@ from fastff.atomic_json import write_json_atomic
 from fastff.config_checks import ConfigError
 from fastff.data.errors import DatasetError
 from fastff.hydra_app import exit_on_user_error, hydra_entry, instantiate_or_config_error
-from fastff.layers import FFF, MoE
-from fastff.layers.quantized_fff import QuantizedFFF
+from fastff.models.kinds import kind_of
+from fastff.models.sizes import hosted_layers
 from fastff.quantization import quantize, quantize_option
 from fastff.training.checkpoint import load_model, read_checkpoint, run_config
 from fastff.training.results import provenance
@@ -54,8 +54,6 @@ SUFFIXES = {"onnx": ".onnx", "torch_export": ".pt2"}
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
-EXPORT_STRATEGY = "gather"
-"""The FFF hard strategy traced into exported graphs."""
 NEEDS = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "torch_export": ()}
 """Packages each format needs beyond torch."""
 CHECK_BATCH_SIZES = (1, 37)
@@ -65,30 +63,19 @@ CHECK_BATCH_SIZES = (1, 37)
 # ------------------------------------------------------------------------------ trace settings
 @contextlib.contextmanager
 def export_paths(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block every layer of ``model`` runs its exportable hard path.
-
-    FFF: eval path ``"hard"`` with the ``gather`` strategy; MoE: :meth:`MoE.gathered_forward`.
-    The previous settings are restored on exit. The model must be in eval mode.
+    """Within the block every layer of ``model`` runs its exportable path: its kind's
+    :attr:`~fastff.models.kinds.LayerKind.export_path` (FFF: eval path ``"hard"`` with the
+    ``gather`` strategy; MoE: :meth:`MoE.gathered_forward`; FF and kinds without one: as they
+    are). The previous settings are restored on exit. The model must be in eval mode.
     """
     if model.training:
         raise ValueError("export needs the model in eval mode (call model.eval())")
-    saved: list[tuple[nn.Module, dict[str, Any]]] = []
-    with contextlib.ExitStack() as hard_paths:
-        for module in model.modules():
-            if isinstance(module, (FFF, QuantizedFFF)):
-                hard_paths.enter_context(module.hard_path(EXPORT_STRATEGY))
-            elif isinstance(module, MoE):
-                saved.append((module, {"forward": module.__dict__.get("forward")}))
-                module.forward = module.gathered_forward
-        try:
-            yield model
-        finally:
-            for module, settings in saved:
-                for key, value in settings.items():
-                    if value is None:
-                        module.__dict__.pop(key, None)
-                    else:
-                        module.__dict__[key] = value
+    with contextlib.ExitStack() as paths:
+        for _, layer in hosted_layers(model):
+            kind = kind_of(layer)
+            if kind.export_path is not None:
+                paths.enter_context(kind.export_path(layer))
+        yield model
 
 
 def export_program(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:

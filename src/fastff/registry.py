@@ -62,11 +62,17 @@ def kinds(group: str) -> dict[str, str]:
     layer kinds other packages register (:func:`fastff.models.kinds.targets`: entry-point group
     ``fastff.layer_kinds``), each allowed through its registered builder only."""
     found = dict(_group_kinds(_conf_dir(), group))
-    if group == "layer":
-        from fastff.models.kinds import targets
+    if group == "layer" and _has_registered_layer_kinds():
+        from fastff.models.kinds import targets  # imports torch: only when there are some
 
         found |= targets()
     return found
+
+
+def _has_registered_layer_kinds() -> bool:
+    from importlib.metadata import entry_points
+
+    return bool(entry_points(group="fastff.layer_kinds"))
 
 
 def nested_targets() -> frozenset[str]:

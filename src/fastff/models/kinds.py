@@ -183,21 +183,19 @@ EXPORT_STRATEGY = "gather"
 """The FFF hard strategy traced into exported graphs."""
 
 
-@contextlib.contextmanager
-def _fff_export_path(layer: nn.Module) -> Iterator[None]:
-    """FFF: eval path ``"hard"`` on the ``gather`` strategy (one gather per level)."""
-    saved = layer.eval_path, layer.hard_strategy
-    layer.eval_path, layer.hard_strategy = "hard", EXPORT_STRATEGY
-    try:
-        yield
-    finally:
-        layer.eval_path, layer.hard_strategy = saved
+def _fff_export_path(layer: nn.Module) -> contextlib.AbstractContextManager:
+    """FFF (and its quantized form): eval path ``"hard"`` on the ``gather`` strategy (one
+    gather per level, fixed shapes)."""
+    return layer.hard_path(EXPORT_STRATEGY)
 
 
 @contextlib.contextmanager
 def _moe_export_path(layer: nn.Module) -> Iterator[None]:
     """MoE: :meth:`~fastff.layers.MoE.gathered_forward` (top-k gates, the k experts' weights
-    gathered per input: fixed shapes)."""
+    gathered per input: fixed shapes); a quantized MoE exports as it is."""
+    if not isinstance(layer, MoE):
+        yield
+        return
     saved = layer.__dict__.get("forward")
     layer.forward = layer.gathered_forward
     try:
