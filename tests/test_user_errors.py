@@ -80,6 +80,10 @@ CASES: list[tuple[tuple[str, ...], str]] = [
     (("fastff.sweep", "missing.yaml"), "error: sweep file missing.yaml not found"),
     (("fastff.sweep", "{bad_yaml}"), "is not valid YAML"),
     (("fastff.sweep", "{list_yaml}"), "must hold a mapping"),
+    (("fastff.sweep", "{sweep}", "--dry-run", "--jobs", "0"), "error: --jobs must be at least 1"),
+    (("fastff.sweep", "{sweep}", "--threads", "0"), "error: --threads must be at least 1"),
+    (("fastff.sweep", "{sweep}", "-o", "/proc/x/sw"), "error: -o/--output-dir /proc/x/sw: cannot"),
+    (("fastff.sweep", "{sweep}", "-o", "{file}"), "cannot create it (a file is in the way)"),
 ]
 GPU_CASES = [
     ((*TRAIN, "trainer=gpu"), "error: trainer"),
@@ -97,11 +101,16 @@ def _run(tmp_path: Path, args: tuple[str, ...]) -> tuple[subprocess.CompletedPro
         "dir": tmp_path / "a_dir",
         "bad_yaml": tmp_path / "bad.yaml",
         "list_yaml": tmp_path / "list.yaml",
+        "sweep": tmp_path / "fake.yaml",
     }
     files["file"].write_text("not a checkpoint\n")
     files["dir"].mkdir()
     files["bad_yaml"].write_text("parameters: [\n")
     files["list_yaml"].write_text("- a\n- b\n")
+    files["sweep"].write_text(  # a trial of it would fail: fake_trial is not on the path here
+        "name: fake\nmethod: grid\nparameters:\n  x: {values: [1]}\n"
+        'command: ["${env}", "${interpreter}", -m, fake_trial, "${args_no_hyphens}"]\n'
+    )
     args = tuple(a.format(**{k: str(v) for k, v in files.items()}) for a in args)
     if args[0] != "fastff.sweep" and not any(
         a.startswith(("hydra.run.dir", "paths.")) for a in args

@@ -82,9 +82,26 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def option_problem(args: argparse.Namespace) -> str | None:
+    """Why the counts among ``args`` (``--jobs``, ``--threads``, ``--max-trials``) cannot be
+    used, or None; checked before anything runs, for --dry-run too."""
+    for flag, value in (
+        ("--jobs", args.jobs),
+        ("--threads", args.threads),
+        ("--max-trials", args.max_trials),
+    ):
+        if value is not None and value < 1:
+            return f"{flag} must be at least 1, got {value}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = parser().parse_args(argv)
+    problem = option_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import json
 import math
@@ -136,9 +137,21 @@ class _Running:
 
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
-    """One runner per sweep: an exclusive lock the kernel releases when the runner dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
+    """One runner per sweep: an exclusive lock the kernel releases when the runner dies.
+
+    Raises:
+        SweepError: the output folder cannot be created (one line; nothing was run).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        opened = path.open("w")
+    except OSError as err:
+        reason = "a file is in the way" if err.errno in (errno.EEXIST, errno.ENOTDIR) else None
+        raise SweepError(
+            f"-o/--output-dir {path.parent}: cannot create it ({reason or err.strerror or err}); "
+            "give a writable folder"
+        ) from None
+    with opened as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
