@@ -9,9 +9,8 @@
 // w2s (L, l, O), b2s (L, O), with L = 2**depth and N = L - 1, float32 or float64, all contiguous
 // except that w1s may also be neuron-major (a transposed view of a contiguous (L, l, D) tensor).
 // Registered as torch.ops.fastff.fff_hard_forward(x, node_weights, node_biases, w1s, b1s, w2s,
-// b2s, depth, activation, activation_param) -> (B, O), and torch.ops.fastff.fff_route(x,
-// node_weights, node_biases, depth) -> (B,) int64 leaf indices. The activation codes, SIMD helpers
-// and the tree walk live in fff_hard_cpu.h (shared with the compact-weight kernel).
+// b2s, depth, activation, activation_param) -> (B, O). The activation codes, SIMD helpers and the
+// tree walk live in fff_hard_cpu.h (shared with the compact-weight kernel).
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -203,26 +202,6 @@ int64_t grain_size(int64_t d, int64_t depth, int64_t l, int64_t o) {
   return std::max<int64_t>(1, 65536 / per_row);
 }
 
-at::Tensor fff_route(const at::Tensor& x, const at::Tensor& node_w, const at::Tensor& node_b,
-                     int64_t depth) {
-  check_inputs(x, node_w, node_b, depth);
-  const int64_t batch = x.size(0), d = x.size(1);
-  auto leaves = at::empty({batch}, x.options().dtype(at::kLong));
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fff_route", [&] {
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    const scalar_t* nw = node_w.data_ptr<scalar_t>();
-    const scalar_t* nb = node_b.data_ptr<scalar_t>();
-    int64_t* out = leaves.data_ptr<int64_t>();
-    at::parallel_for(0, batch, std::max<int64_t>(1, 65536 / (d * depth + 1)),
-                     [&](int64_t begin, int64_t end) {
-                       for (int64_t b = begin; b < end; ++b) {
-                         out[b] = walk(xp + b * d, nw, nb, depth, d);
-                       }
-                     });
-  });
-  return leaves;
-}
-
 at::Tensor fff_hard_forward(const at::Tensor& x, const at::Tensor& node_w,
                             const at::Tensor& node_b, const at::Tensor& w1s,
                             const at::Tensor& b1s, const at::Tensor& w2s, const at::Tensor& b2s,
@@ -302,10 +281,8 @@ TORCH_LIBRARY(fastff, m) {
       "fff_hard_forward(Tensor x, Tensor node_weights, Tensor node_biases, Tensor w1s, "
       "Tensor b1s, Tensor w2s, Tensor b2s, int depth, int activation, float activation_param) "
       "-> Tensor");
-  m.def("fff_route(Tensor x, Tensor node_weights, Tensor node_biases, int depth) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fastff, CPU, m) {
   m.impl("fff_hard_forward", &fff_hard_forward);
-  m.impl("fff_route", &fff_route);
 }

@@ -60,6 +60,13 @@ int64_t block_rows(int64_t nodes) { return std::max<int64_t>(1, std::min<int64_t
 template <typename T>
 using Vec = at::vec::Vectorized<T>;
 
+// Node probabilities are clamped to [eps, 1 - eps] before the entropy, as in the torch ops
+// (fastff.layers.fff_soft.ENTROPY_EPSILON): the logit is clamped to [-bound, bound].
+constexpr double kEntropyEpsilon = 1e-6;
+inline double entropy_logit_bound() {
+  return std::log((1.0 - kEntropyEpsilon) / kEntropyEpsilon);
+}
+
 // Each of the leaves' mixture weights m[0, L) repeated leaf_width times, into out[0, L * l): by
 // rounds of interleaving with itself (l a power of two and L * l a multiple of 2 * Vec::size())
 // or else one fill per leaf.
@@ -156,7 +163,7 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_routing_forward(
     const T* zp = logits.data_ptr<T>();
     T* mp = mixture.data_ptr<T>();
     // The entropy's clamp: |z| > bound uses the entropy at the bound.
-    const double bound_d = std::log((1.0 - 1e-6) / 1e-6);
+    const double bound_d = entropy_logit_bound();
     const double e_bound = std::exp(-bound_d);
     const Vec<T> vbound(static_cast<T>(bound_d));
     const Vec<T> ventropy_bound(
@@ -279,7 +286,7 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
     const T* gp = has_leaf ? leaf_grad->data_ptr<T>() : nullptr;
     const T* mp = has_mixture ? mixture->data_ptr<T>() : nullptr;
     T* out = grad.data_ptr<T>();
-    const Vec<T> vbound(static_cast<T>(std::log((1.0 - 1e-6) / 1e-6))), zero(T(0)), one(T(1));
+    const Vec<T> vbound(static_cast<T>(entropy_logit_bound())), zero(T(0)), one(T(1));
     // dLoss/dH_n / B (the entropy output is a batch mean), tiled over a block's rows
     std::vector<T> scale(has_entropy ? static_cast<size_t>(rows_per_block * nodes) : 0);
     if (has_entropy) {
