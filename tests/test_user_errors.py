@@ -241,6 +241,37 @@ def test_a_checkpoint_with_wrong_shaped_tensors_is_one_line(crafted, tmp_path, m
     assert ckpt.read_bytes() == before
 
 
+EXPORT_OUTPUTS = [
+    ("/proc/x/model.onnx", "cannot write there: cannot create a folder in '/proc'"),
+    ("{tmp}", "is a folder; give the file to write"),
+    ("{ckpt}", "is the checkpoint itself, which the export would overwrite"),
+    ("{ckpt}/model.onnx", "is a file, not a folder"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("output", "expected"), EXPORT_OUTPUTS)
+def test_an_export_output_that_cannot_be_written_is_one_line(crafted, tmp_path, output, expected):
+    """Refused before any work: nothing written, the checkpoint unchanged."""
+    from crafted_checkpoints import write_variant
+
+    ckpt = write_variant(crafted, tmp_path / "ok.ckpt", lambda c: None)
+    before = ckpt.read_bytes()
+    output = output.format(tmp=tmp_path, ckpt=ckpt)
+    proc = _cli(
+        tmp_path,
+        "fastff.export",
+        f"ckpt_path={ckpt}",
+        f"output={output}",
+        f"hydra.run.dir={tmp_path / 'r'}",
+    )
+    line = _error_line(proc)
+    assert line.startswith(f"error: output={output}: ") and expected in line, line
+    assert ckpt.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.ckpt", "r"]
+    assert not (tmp_path / "r" / "export.json").exists()
+
+
 # ---------------------------------------------------------------------- received sweep states
 def _sweep_with_state(tmp_path: Path, trials: list[dict], parameters: str = "x: {values: [1]}"):
     """A sweep file of stand-in trials and its state.json under tmp_path/out/fake/."""

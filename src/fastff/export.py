@@ -40,7 +40,12 @@ from torch import nn
 from fastff.atomic_json import write_json_atomic
 from fastff.config_checks import ConfigError
 from fastff.data.errors import DatasetError
-from fastff.hydra_app import exit_on_user_error, hydra_entry, instantiate_or_config_error
+from fastff.hydra_app import (
+    exit_on_user_error,
+    hydra_entry,
+    instantiate_or_config_error,
+    writable_dir_problem,
+)
 from fastff.models.kinds import kind_of
 from fastff.models.sizes import hosted_layers
 from fastff.quantization import quantize, quantize_option
@@ -231,6 +236,19 @@ class ExportMismatch(Exception):
     """The written file's logits differ from fastff's hard forward beyond the tolerance."""
 
 
+def output_problem(output: Path, ckpt_path: Path) -> str | None:
+    """Why the exported file cannot be written to ``output`` (a folder, the checkpoint itself,
+    a folder that cannot be created), or None; checked before any work."""
+    if output.is_dir():
+        return "is a folder; give the file to write (e.g. output=model.onnx)"
+    if output.resolve() == ckpt_path.resolve():
+        return "is the checkpoint itself, which the export would overwrite; give another file"
+    problem = writable_dir_problem(output.parent)
+    if problem:
+        return f"cannot write there: {problem}; give a writable path"
+    return None
+
+
 def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Export ``cfg.ckpt_path`` in ``cfg.format`` to ``cfg.output``, check the written file
     against fastff's hard forward on random images, optionally score it on the checkpoint's test
@@ -248,6 +266,10 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
             f"output={cfg.output} must end in .pt2 for format=torch_export "
             "(torch.export.load reads only .pt2 files)"
         )
+    if cfg.output:
+        problem = output_problem(Path(cfg.output), Path(str(cfg.ckpt_path)))
+        if problem:
+            raise ConfigError(f"output={cfg.output}: {problem}")
     try:  # the recorded config is checked against the allow-list before anything is built
         compact = quantize_option(cfg.get("quantize"))
         ckpt = read_checkpoint(cfg.ckpt_path)
