@@ -31,6 +31,7 @@ examples:
   fastff-report docs/results/runs docs/results/bench -o docs/results/report
   fastff-report out/runs.csv out/bench.csv -o rebuilt      the same tables from a report's CSVs
   fastff-report --wandb my-team/fastff --sweep abc123      the runs of a W&B sweep
+  fastff-report --wandb-offline outputs/train/runs         offline W&B runs, never synced
 
 sources: folders are searched recursively for runs (metrics.json: run dirs, sweep folders, Hydra
 multirun folders) and benchmark results (bench_<mode>.csv); a report's runs.csv and bench.csv are
@@ -90,6 +91,15 @@ def parser() -> argparse.ArgumentParser:
     )
     wandb.add_argument("--sweep", metavar="ID", default=None, help="only this sweep's runs")
     wandb.add_argument(
+        "--wandb-offline",
+        metavar="PATH",
+        type=Path,
+        action="append",
+        default=[],
+        help="also read the offline W&B runs (run-<id>.wandb) in PATH, without a server "
+        "(repeatable)",
+    )
+    wandb.add_argument(
         "--wandb-mode",
         choices=WANDB_MODES,
         default=None,
@@ -143,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.sweep and not args.wandb:
             raise ReportError("--sweep needs --wandb ENTITY/PROJECT (the sweep's project)")
         sources = list(args.sources)
-        if not sources and not args.wandb:
+        if not sources and not args.wandb and not args.wandb_offline:
             if not DEFAULT_SOURCE.is_dir():
                 raise ReportError(
                     f"no sources given and the default {DEFAULT_SOURCE}/ does not exist; give run "
@@ -158,10 +168,16 @@ def main(argv: list[str] | None = None) -> int:
             from fastff.report.wandb_source import collect_wandb
 
             rows, histories = collect_wandb(args.wandb, args.sweep)
+        if args.wandb_offline:
+            from fastff.report.wandb_source import collect_wandb_offline
+
+            offline_rows, offline_histories = collect_wandb_offline(args.wandb_offline)
+            rows, histories = [*rows, *offline_rows], {**histories, **offline_histories}
         collected = collect(sources, rows, histories=histories)
         shown = [str(s) for s in sources]
         if args.wandb:
             shown.append(f"W&B {args.wandb}" + (f" sweep {args.sweep}" if args.sweep else ""))
+        shown.extend(f"W&B offline {path}" for path in args.wandb_offline)
         report = build_report(collected, args.output_dir, args.table, shown)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -6,11 +6,17 @@ of metrics.json (``fastff.results_schema.RESULT_KEYS``), so :func:`run_metrics` 
 metrics.json-like dict of both and :func:`fastff.report.rows.row_from_metrics` makes the row.
 The per-epoch node entropies come from the run's history (``train/entropy/<layer>/level_<m>``
 with ``epoch``, 0-based) for finished FFF runs. The run's id is the W&B run id.
+
+Offline runs (``--wandb-offline PATH``: the ``run-<id>.wandb`` files a run with
+``logger.wandb.mode=offline`` writes, never synced) are read without a server by
+:func:`fastff.tracking.wandb_offline.read_run` and become rows the same way
+(:func:`collect_wandb_offline`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from fastff.report.errors import ReportError
@@ -110,6 +116,14 @@ def collect_wandb(
             f"--wandb: cannot read the runs of {what} ({first}); log in with `wandb login` and "
             "check ENTITY/PROJECT (and --sweep ID), or give local run folders"
         ) from None
+    return _rows_of(runs)
+
+
+def _rows_of(
+    runs: Iterable[Any],
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Rows of W&B runs (API runs or :class:`OfflineRunView`) and the finished FFF runs'
+    histories, by run id."""
     rows, histories = [], {}
     for run in runs:
         run_id = str(getattr(run, "id", "") or getattr(run, "name", ""))
@@ -120,3 +134,65 @@ def collect_wandb(
             if history:
                 histories[run_id] = history
     return rows, histories
+
+
+class OfflineRunView:
+    """An offline W&B run (:class:`fastff.tracking.wandb_offline.OfflineRun`) seen as the
+    public API's run: what :func:`run_metrics` and :func:`run_history` read."""
+
+    def __init__(self, run: Any) -> None:
+        self.id = run.run_id or run.path.stem.removeprefix("run-")
+        self.config = run.config
+        self.summary = run.summary
+        # no exit record: still running (or killed); else the exit code says how it ended
+        self.state = (
+            "running" if run.exit_code is None else "finished" if run.exit_code == 0 else "failed"
+        )
+        self.tags: list[str] = []
+        self.commit = None
+        self._history = run.history
+
+    def scan_history(self) -> Iterator[dict[str, Any]]:
+        return iter(self._history)
+
+
+def offline_run_files(paths: Sequence[Path]) -> list[Path]:
+    """The ``run-<id>.wandb`` files of ``paths``: files given directly, and every one under a
+    folder given (a run dir, its ``wandb/`` folder, a sweep folder).
+
+    Raises:
+        ReportError: a path that does not exist, or no offline run anywhere in ``paths``.
+    """
+    files: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise ReportError(f"--wandb-offline {path}: does not exist")
+        found = [path] if path.is_file() else sorted(path.rglob("run-*.wandb"))
+        if not found:
+            raise ReportError(
+                f"--wandb-offline {path}: no offline W&B run (wandb/offline-run-*/run-*.wandb) "
+                "in it; give a run folder, its wandb/ folder or a .wandb file"
+            )
+        files.extend(found)
+    return files
+
+
+def collect_wandb_offline(
+    paths: Sequence[Path],
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Rows (and histories, by W&B run id) of the offline W&B runs in ``paths`` (see
+    :func:`offline_run_files`), read without a server; a run still being written is read up to
+    its last complete record.
+
+    Raises:
+        ReportError: a missing path, no offline run, or a file that is not a readable W&B run.
+    """
+    from fastff.tracking.wandb_offline import read_run
+
+    runs = []
+    for file in offline_run_files(paths):
+        try:
+            runs.append(OfflineRunView(read_run(file, allow_truncated_tail=True)))
+        except ValueError as err:
+            raise ReportError(f"--wandb-offline: {err}") from None
+    return _rows_of(runs)

@@ -2,8 +2,9 @@
 
 An offline run (``wandb.init(mode="offline")``) writes everything it records to
 ``wandb/offline-run-<YYYYMMDD_HHMMSS>-<id>/run-<id>.wandb``, the file ``wandb sync`` uploads later.
-wandb ships no public reader for it; this module reads it so tests and scripts can check what a run
-recorded (config, summary, history) offline.
+wandb ships no public reader for it; this module reads it so the report
+(``fastff-report --wandb-offline PATH``, :mod:`fastff.report.wandb_source`), tests and scripts
+can read what a run recorded (config, summary, history) offline.
 
 File format (written by wandb-core's ``leveldb`` package, a LevelDB log with a W&B header):
 
