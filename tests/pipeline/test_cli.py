@@ -48,7 +48,7 @@ def test_default_run_writes_metrics(default_run: Path):
     assert 1 <= metrics["ETT_M"] <= 4 and 1 <= metrics["ETT_G"] <= 4
     assert metrics["n_params"] > 0 and metrics["wall_time_s"] > 0
     assert metrics["config"]["layer"]["_target_"] == "fastff.models.layer_builders.fff"
-    assert metrics["schema_version"] == 2 and metrics["n_hosted_layers"] == 1
+    assert metrics["schema_version"] == 3 and metrics["n_hosted_layers"] == 1
     assert metrics["provenance"]["versions"]["torch"] == torch.__version__.split("+")[0] or metrics[
         "provenance"
     ]["versions"]["torch"].startswith(torch.__version__.split("+")[0])

@@ -93,7 +93,7 @@ def test_results_cover_the_whole_run_not_the_tested_checkpoint(make_cfg):
     assert results["ETT_M"] == best_train_epoch
     written = json.loads(Path(cfg.paths.output_dir, "metrics.json").read_text())
     assert written["epochs"] == 8 and written["history"] == history
-    assert written["schema_version"] == 2
+    assert written["schema_version"] == 3
 
 
 def test_resumed_fit_continues_the_protocol(make_cfg):

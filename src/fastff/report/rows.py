@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from fastff.report.run_flags import run_flags
-
-TABLES = ("table1", "table2", "table3", "fig2")
-"""The experiments a run can belong to; a run belongs to the first of its ``task_name`` and tags
-that starts with one of them (``table3_mnist5k`` is Table 3)."""
+from fastff.results_schema import IDENTITY_KEYS, config_name, experiment_of
+from fastff.results_schema import TABLES as TABLES  # the tables and figures import it from here
 
 STRING_COLUMNS = (
     "run_id",
@@ -125,25 +124,9 @@ def lookup(config: Mapping[str, Any], *path: str) -> Any:
     return node
 
 
-def as_tags(tags: Any) -> list[str]:
-    """Tags as a list of strings; a string like ``"[table1,sweep_x]"`` is split."""
-    if tags is None:
-        return []
-    if isinstance(tags, str):
-        return [t.strip().strip("'\"") for t in tags.strip("[]").split(",") if t.strip()]
-    if isinstance(tags, Iterable):
-        return [str(t) for t in tags]
-    return [str(tags)]
-
-
-def table_of(task_name: str | None, tags: Any) -> str:
-    """The experiment a run belongs to: the first of its task_name and tags that starts with a
-    name in ``TABLES``; empty when none does."""
-    for candidate in [task_name or "", *as_tags(tags)]:
-        for table in TABLES:
-            if candidate.startswith(table):
-                return table
-    return ""
+table_of = experiment_of
+"""The experiment (paper table) a run belongs to, from its task_name and tags (old runs and sweep
+trials without metrics.json; newer runs record it: metrics.json's ``experiment``)."""
 
 
 def _short_class(target: Any) -> str:
@@ -173,44 +156,114 @@ def protocol_of(config: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _layer_from_target(layer_cfg: Mapping[str, Any]) -> str:
-    name = _short_class(layer_cfg.get("_target_")).lower()
-    return name if name in ("ff", "fff", "moe") else ""
+_MISSING = object()
+"""An identity field the run did not record."""
+
+IDENTITY_COLUMNS = (
+    "table", "dataset", "model", "layer", "hardening", "num_experts", "k", "gating", "seed"
+)  # fmt: skip
+"""The row columns that say what a run is (:func:`run_identity`)."""
 
 
-def row_from_metrics(metrics: Mapping[str, Any], run_id: str) -> dict[str, Any]:
-    """One row of ``RUN_COLUMNS`` from a run's metrics.json (or a W&B run turned into one)."""
+def run_identity(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run is, as its row's :data:`IDENTITY_COLUMNS`, from the fields its metrics.json
+    recorded (``experiment``, ``dataset`` / ``data_config``, ``layer``, ``hardening`` with
+    ``frozen_tree``, ``num_experts``, ``k``, ``gating``, ``model``, ``seed``). Fields a run did
+    not record (one written before fastff recorded them, schema_version < 3) come from
+    :func:`derived_identity`, the one place that works them out from the run's config."""
+    # Every identity key recorded: a size key the layer's kind has none of is absent, not unknown.
+    absent = None if all(key in metrics for key in IDENTITY_KEYS) else _MISSING
+    recorded = {
+        "table": _recorded(metrics, "experiment", _MISSING, lambda v: v or ""),
+        "dataset": metrics.get("dataset") or metrics.get("data_config") or _MISSING,
+        "model": metrics.get("model") or _MISSING,
+        "layer": metrics.get("layer") or _MISSING,
+        "hardening": _recorded(metrics, "hardening", _MISSING, lambda v: _hardening(v, metrics)),
+        "num_experts": _recorded(metrics, "num_experts", absent),
+        "k": _recorded(metrics, "k", absent),
+        "gating": _recorded(metrics, "gating", _MISSING, lambda v: v or ""),
+        "seed": _recorded(metrics, "seed", _MISSING),
+    }
+    missing = [key for key, value in recorded.items() if value is _MISSING]
+    if not missing:
+        return recorded
+    derived = derived_identity(metrics)
+    return recorded | {key: derived[key] for key in missing}
+
+
+def _recorded(metrics: Mapping[str, Any], key: str, absent: Any, convert: Any = None) -> Any:
+    if key not in metrics:
+        return absent
+    return convert(metrics[key]) if convert else metrics[key]
+
+
+def _hardening(value: Any, metrics: Mapping[str, Any]) -> Any:
+    """The FFF's h: ``inf`` for a frozen tree (the paper's h = infinity)."""
+    return math.inf if metrics.get("frozen_tree") else value
+
+
+def derived_identity(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """:data:`IDENTITY_COLUMNS` of a run that did not record them, from its config: the table from
+    its task_name and tags, the dataset from its data config, the layer kind from its layer
+    config's ``_target_``, h, expert count, k and gating from the layer config, model and seed."""
     config = metrics.get("config") or {}
     layer_cfg = lookup(config, "layer") or {}
     if not isinstance(layer_cfg, Mapping):
         layer_cfg = {}
-    task_name = str(lookup(config, "task_name") or "")
-    layer = metrics.get("layer") or _layer_from_target(layer_cfg)
+    layer = metrics.get("layer") or _layer_kind(layer_cfg)
     hardening = None
     if layer == "fff":
         frozen = bool(layer_cfg.get("frozen_tree"))
         hardening = math.inf if frozen else layer_cfg.get("hardening")
     moe = layer == "moe"
+    return {
+        "table": table_of(str(lookup(config, "task_name") or ""), lookup(config, "tags")),
+        "dataset": _data_name(lookup(config, "data")),
+        "model": lookup(config, "model", "name"),
+        "layer": layer,
+        "hardening": hardening,
+        "num_experts": metrics.get("num_experts", layer_cfg.get("num_experts")) if moe else None,
+        "k": metrics.get("k", layer_cfg.get("k")) if moe else None,
+        "gating": _gating(layer_cfg) if moe else "",
+        "seed": lookup(config, "seed"),
+    }
+
+
+def _layer_kind(layer_cfg: Mapping[str, Any]) -> str:
+    """The kind of a layer config: the one whose builder its ``_target_`` is, or (configs of
+    early fastff versions) its ``name``."""
+    name = config_name("layer", layer_cfg)
+    if name is None and isinstance(layer_cfg.get("name"), str):
+        from fastff.registry import kinds
+
+        name = layer_cfg["name"] if layer_cfg["name"] in kinds("layer") else None
+    return name or ""
+
+
+def row_from_metrics(metrics: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+    """One row of ``RUN_COLUMNS`` from a run's metrics.json (or a W&B run turned into one)."""
+    config = metrics.get("config") or {}
+    identity = run_identity(metrics)
     git = (metrics.get("provenance") or {}).get("git") or {}
     error = str(metrics.get("error") or "").splitlines()
     return {
         "run_id": run_id,
-        "table": table_of(task_name, lookup(config, "tags")),
-        "dataset": metrics.get("dataset") or _data_name(lookup(config, "data")),
-        "model": metrics.get("model") or lookup(config, "model", "name"),
-        "layer": layer,
+        "table": identity["table"],
+        "dataset": identity["dataset"],
+        "model": identity["model"],
+        "layer": identity["layer"],
         "width": metrics.get("width"),
         "training_width": metrics.get("training_width"),
         "leaf_width": metrics.get("leaf_width"),
         "depth": metrics.get("depth"),
         "inference_width": metrics.get("inference_width"),
         "inference_size": metrics.get("inference_size"),
-        "hardening": hardening,
-        "num_experts": metrics.get("num_experts", layer_cfg.get("num_experts")) if moe else None,
-        "k": metrics.get("k", layer_cfg.get("k")) if moe else None,
-        "gating": _gating(layer_cfg) if moe else "",
-        "seed": metrics.get("seed", lookup(config, "seed")),
-        "task_name": task_name,
+        "hardening": identity["hardening"],
+        "num_experts": identity["num_experts"],
+        "k": identity["k"],
+        "gating": identity["gating"],
+        "seed": identity["seed"],
+        "task_name": str(lookup(config, "task_name") or ""),
         "protocol": protocol_of(config),
         "M_A": metrics.get("M_A"),
         "G_A": metrics.get("G_A"),
@@ -267,41 +320,69 @@ def _data_name(data_cfg: Any) -> str:
     ``DataModule``, lower case."""
     if not isinstance(data_cfg, Mapping):
         return str(data_cfg or "")
-    from fastff.registry import kinds
-
+    name = config_name("data", data_cfg)
+    if name is not None:
+        return name
     target = str(data_cfg.get("_target_") or "")
-    names = [name for name, used in kinds("data").items() if used == target]
-    if len(names) == 1:
-        return names[0]
     return target.rsplit(".", 1)[-1].removesuffix("DataModule").lower()
-
-
-_VARIANT = re.compile(r"^(?P<layer>fff|ff|moe)(?:_l(?P<leaf>\d+))?(?:_d(?P<depth>\d+))?")
 
 
 def row_from_trial(params: Mapping[str, Any], run_id: str, status: str) -> dict[str, Any]:
     """A row for a sweep trial that left no metrics.json, from its sweep parameters (what is
-    known of its settings: dataset, layer, widths, seed, tags)."""
-    variant = _VARIANT.match(str(params.get("variant") or ""))
-    layer = params.get("layer") or (variant["layer"] if variant else "")
-    width = params.get("layer.width")
-    if variant and variant["layer"] == "ff" and width is None:
-        match = re.search(r"_w(\d+)", str(params.get("variant")))
-        width = int(match[1]) if match else None
+    known of its settings: dataset, layer, widths, seed, tags). A ``variant`` or ``experiment``
+    parameter contributes what its config sets (``conf/variant/<name>.yaml``: the layer kind,
+    width, leaf width, depth; ``conf/experiment/<name>.yaml``: task_name and tags)."""
+    variant = _preset("variant", params.get("variant"))
+    layer_set = variant.get("layer") if isinstance(variant.get("layer"), Mapping) else {}
+    experiment = _preset("experiment", params.get("experiment"))
+    task_name = params.get("task_name") or experiment.get("task_name") or ""
+    tags = params.get("tags") if params.get("tags") is not None else experiment.get("tags")
+
+    def setting(key: str) -> Any:
+        value = params.get(f"layer.{key}")
+        return value if value is not None else layer_set.get(key)
+
     return {
         "run_id": run_id,
-        "table": table_of(
-            str(params.get("task_name") or params.get("experiment") or ""), params.get("tags")
-        ),
+        "table": table_of(str(task_name), tags),
         "dataset": params.get("data") or "",
-        "layer": layer,
-        "width": width,
-        "leaf_width": params.get("layer.leaf_width") or (variant["leaf"] if variant else None),
-        "depth": params.get("layer.depth") or (variant["depth"] if variant else None),
+        "layer": params.get("layer") or _override(variant, "layer") or "",
+        "width": setting("width"),
+        "leaf_width": setting("leaf_width"),
+        "depth": setting("depth"),
         "seed": params.get("seed"),
         "task_name": str(params.get("task_name") or ""),
         "status": status,
     }
+
+
+_PRESET_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def _preset(group: str, name: Any) -> dict[str, Any]:
+    """The contents of ``conf/<group>/<name>.yaml`` (empty when there is none)."""
+    if not isinstance(name, str) or not _PRESET_NAME.fullmatch(name):
+        return {}
+    import yaml
+
+    from fastff.config_dir import config_dir
+
+    path = Path(config_dir()) / group / f"{name}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _override(preset: Mapping[str, Any], group: str) -> str | None:
+    """The ``override /<group>: <choice>`` a preset's defaults list makes, or None."""
+    for entry in preset.get("defaults") or []:
+        if isinstance(entry, Mapping):
+            for key, value in entry.items():
+                if str(key).removeprefix("override ").strip("/ ") == group:
+                    return str(value)
+    return None
 
 
 def normalize_runs(rows: pd.DataFrame | list[dict[str, Any]]) -> pd.DataFrame:

@@ -7,11 +7,14 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from fastff.results_schema import config_name, experiment_of
 
 PACKAGES = (
     "fastff",
@@ -80,3 +83,30 @@ def provenance() -> dict[str, Any]:
         "device": device_info(),
         "argv": list(sys.argv),
     }
+
+
+def run_identity(config: Mapping[str, Any], choices: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run is (:data:`fastff.results_schema.IDENTITY_KEYS` and the layer kind), from its
+    resolved config and Hydra's config-group choices (empty outside a Hydra app): metrics.json
+    records it when the run starts, so even a run that fails before its data or model exist says
+    which experiment, data config and layer it was.
+
+    Args:
+        config: the run's resolved config (a plain container).
+        choices: ``HydraConfig.get().runtime.choices`` (group -> config name), or {}.
+    """
+    layer = config.get("layer")
+    layer = layer if isinstance(layer, Mapping) else {}
+    gating = layer.get("noisy_gating")
+    return {
+        "experiment": experiment_of(config.get("task_name"), config.get("tags")) or None,
+        "data_config": choices.get("data") or config_name("data", config.get("data")),
+        "layer": choices.get("layer") or config_name("layer", layer),
+        "hardening": _number(layer.get("hardening")),
+        "frozen_tree": bool(layer["frozen_tree"]) if "frozen_tree" in layer else None,
+        "gating": None if "noisy_gating" not in layer else "noisy" if gating else "noiseless",
+    }
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -27,7 +27,7 @@ from fastff.atomic_json import write_json_atomic
 from fastff.errors import StopRun, Terminated
 from fastff.results_schema import RESULT_KEYS, SCHEMA_VERSION
 from fastff.training.protocol import PaperProtocol
-from fastff.training.results import percent
+from fastff.training.results import percent, run_identity
 
 log = logging.getLogger("fastff.train")
 
@@ -38,7 +38,9 @@ class RunResults(L.Callback):
     Args:
         path: the metrics.json to write.
         protocol: the run's :class:`PaperProtocol` (M_A, ETT_M, ETT_G, history).
-        static: results known before training (dataset, layer sizes, seed, config, ...).
+        static: results known before training (dataset, layer sizes, seed, config, ...). With
+            a ``config``, the run's identity (:func:`~fastff.training.results.run_identity`:
+            experiment, data config, layer kind, hardening, gating) is recorded from it.
         test: whether a test stage follows the fit (it then writes the final results).
         smoke_test: the run only checks the pipeline (``fast_dev_run``, no training batches): it
             ends with status ``smoke_test``, never ``finished``.
@@ -57,8 +59,11 @@ class RunResults(L.Callback):
         self.test = test
         self.smoke_test = smoke_test
         self.started = time.time()
+        config = static.get("config")
+        identity = run_identity(config, _hydra_choices()) if isinstance(config, dict) else {}
         self.results: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
+            **identity,
             **static,
             "M_A": None,
             "G_A": None,
@@ -202,6 +207,15 @@ def status_of(exception: BaseException) -> str:
     if isinstance(exception, (Terminated, KeyboardInterrupt, SystemExit)):
         return "interrupted"
     return "failed"
+
+
+def _hydra_choices() -> dict[str, Any]:
+    """Hydra's config-group choices of the running app (group -> config name), or {}."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return dict(HydraConfig.get().runtime.choices)
 
 
 def _headline(results: dict[str, Any]) -> dict[str, Any]:
