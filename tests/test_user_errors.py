@@ -189,15 +189,19 @@ def crafted(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return fastff_checkpoint(tmp_path_factory.mktemp("crafted"))
 
 
+FOREIGN_KEYS = {
+    "data": "data._target_='numpy.savetxt'",
+    "layer": "layer._target_='shutil.copyfile'",
+    "model": "model._target_='logging.basicConfig'",
+    "partial_layer": "layer._target_='numpy.savetxt'",
+    "nested_activation": "layer.activation._target_='numpy.savetxt'",
+    "nested_in_a_list": "data.affine_scale[1]._target_='builtins.open'",
+    "interpolation": "data.data_dir='${oc.decode:",
+}
 FOREIGN_CLI = [
-    ("fastff.eval", "data", "data._target_='numpy.savetxt'"),
-    ("fastff.eval", "layer", "layer._target_='shutil.copyfile'"),
-    ("fastff.eval", "model", "model._target_='logging.basicConfig'"),
-    ("fastff.eval", "nested_activation", "layer.activation._target_='numpy.savetxt'"),
-    ("fastff.export", "layer", "layer._target_='shutil.copyfile'"),
-    ("fastff.export", "nested_in_a_list", "data.affine_scale[1]._target_='builtins.open'"),
-    ("fastff.train", "data", "data._target_='numpy.savetxt'"),
-    ("fastff.train", "partial_layer", "layer._target_='numpy.savetxt'"),
+    (module, case, key)
+    for module in ("fastff.eval", "fastff.export", "fastff.train")
+    for case, key in FOREIGN_KEYS.items()
 ]
 
 
