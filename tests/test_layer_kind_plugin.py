@@ -149,3 +149,19 @@ def test_a_registered_kind_is_found_by_name_builder_and_layer(plugin: Path):
     assert kinds.targets()["lowrank"] == "lowrank_kind.lowrank"
     layer = lowrank(6, 3, width=32, rank=2, device="meta")
     assert (layer.hidden_width, layer.rank) == (32, 2)
+
+
+def test_a_registered_kind_is_allowed_as_a_checkpoint_target_only_through_its_builder(plugin):
+    from fastff import registry
+
+    def recorded(layer_target: str) -> dict:
+        return {
+            "data": {"_target_": registry.kinds("data")["digits"]},
+            "model": {"_target_": registry.kinds("model")["flat"]},
+            "layer": {"_target_": layer_target, "_partial_": True, "rank": 4},
+        }
+
+    registry.check_recorded_config(recorded("lowrank_kind.lowrank"))
+    for other in ("lowrank_kind.LowRankFF", "lowrank_kind.build_layer"):
+        with pytest.raises(ForeignTargetError, match=other.replace(".", r"\.")):
+            registry.check_recorded_config(recorded(other))
