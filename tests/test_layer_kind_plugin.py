@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -165,3 +166,26 @@ def test_a_registered_kind_is_allowed_as_a_checkpoint_target_only_through_its_bu
     for other in ("lowrank_kind.LowRankFF", "lowrank_kind.build_layer"):
         with pytest.raises(ForeignTargetError, match=other.replace(".", r"\.")):
             registry.check_recorded_config(recorded(other))
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("lowrank = lowrank_kind:LowRankFF", "must load a fastff.models.kinds.LayerKind"),
+        ("other = lowrank_kind:LOWRANK", "named 'other'"),
+        ("fff = lowrank_kind:LOWRANK", "named 'fff'"),
+    ],
+)
+def test_a_bad_registration_names_its_entry_point(tmp_path, monkeypatch, entry, message):
+    info = tmp_path / "bad_kind-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-kind\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[fastff.layer_kinds]\n{entry}\n")
+    monkeypatch.syspath_prepend(str(KINDS))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kinds.registered.cache_clear()
+    try:
+        with pytest.raises(TypeError, match=re.escape(message)):
+            kinds.registered()
+    finally:
+        kinds.registered.cache_clear()
