@@ -194,10 +194,9 @@ void run_compact(const at::Tensor& x, const at::Tensor& node_w, const at::Tensor
   const float* b1 = b1s.data_ptr<float>();
   const float* b2 = b2s.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  const int64_t per_row = d * (depth + l) + l * o + 1;
-  const int64_t grain = std::max<int64_t>(1, 65536 / per_row);
+  const int64_t grain = rows_per_task(d * (depth + l) + l * o + 1);
   at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
-    constexpr int64_t R = 4;
+    constexpr int64_t R = kLockstepRows;
     std::vector<float> hidden(l);
     std::vector<int64_t> units(l);
     for (int64_t b0 = begin; b0 < end; b0 += R) {

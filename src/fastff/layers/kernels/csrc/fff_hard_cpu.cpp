@@ -196,10 +196,9 @@ inline void leaf_output(const T* hidden, const T* w2, const T* b2, int64_t l, in
   }
 }
 
-// Rows per parallel task: enough work (about 64k multiply-adds) to pay for the scheduling.
+// Rows per parallel task: a row's tree walk and leaf take d * (depth + l) + l * o multiply-adds.
 int64_t grain_size(int64_t d, int64_t depth, int64_t l, int64_t o) {
-  const int64_t per_row = d * (depth + l) + l * o + 1;
-  return std::max<int64_t>(1, 65536 / per_row);
+  return rows_per_task(d * (depth + l) + l * o + 1);
 }
 
 at::Tensor fff_hard_forward(const at::Tensor& x, const at::Tensor& node_w,
@@ -245,7 +244,7 @@ at::Tensor fff_hard_forward(const at::Tensor& x, const at::Tensor& node_w,
     scalar_t* yp = y.data_ptr<scalar_t>();
     const scalar_t param = static_cast<scalar_t>(activation_param);
     at::parallel_for(0, batch, grain_size(d, depth, l, o), [&](int64_t begin, int64_t end) {
-      constexpr int64_t R = 4;
+      constexpr int64_t R = kLockstepRows;
       std::vector<scalar_t> hidden(l);
       for (int64_t b0 = begin; b0 < end; b0 += R) {
         const int64_t rows = std::min(R, end - b0);

@@ -48,6 +48,18 @@ inline T activate(T v, int64_t activation, T param) {
   }
 }
 
+// Multiply-adds of one parallel task (rows per task = this / the work of one row): enough work to
+// pay for at::parallel_for's scheduling.
+constexpr int64_t kGrainMultiplyAdds = 65536;
+
+// Rows that walk the tree together (walk_rows): independent dot products hide each other's latency.
+constexpr int64_t kLockstepRows = 4;
+
+// Rows per parallel task for rows of per_row multiply-adds each (at least one).
+inline int64_t rows_per_task(int64_t per_row) {
+  return std::max<int64_t>(1, kGrainMultiplyAdds / per_row);
+}
+
 // Portable SIMD through GCC/Clang vector extensions: the compiler emits AVX-512, AVX2 or SSE
 // instructions for the flags it was given, and plain C++ semantics hold everywhere.
 #if defined(__AVX512F__)

@@ -55,7 +55,13 @@ namespace {
 // Rows per block: the unit of parallel work and of the entropy's partial sums. Elementwise work
 // runs flat over a block's (rows, N) or (rows, L) values, so small trees still fill the vector
 // lanes; the tree sums run per row. Depends only on N (the result does not depend on threads).
-int64_t block_rows(int64_t nodes) { return std::max<int64_t>(1, std::min<int64_t>(64, 8192 / nodes)); }
+constexpr int64_t kMaxBlockRows = 64;
+constexpr int64_t kRoutingBlockValues = 8192;  // (rows, N) values of one routing block, at most
+constexpr int64_t kLeafBlockValues = 16384;    // (rows, H) values of one leaf-pass block, at most
+
+int64_t block_rows(int64_t values_per_row, int64_t block_values) {
+  return std::max<int64_t>(1, std::min<int64_t>(kMaxBlockRows, block_values / values_per_row));
+}
 
 template <typename T>
 using Vec = at::vec::Vectorized<T>;
@@ -153,7 +159,7 @@ std::tuple<at::Tensor, at::Tensor> fff_soft_routing_forward(
   const int64_t batch = logits.size(0), nodes = logits.size(1), leaves = nodes + 1;
   at::Tensor mixture = at::empty({batch, leaves}, logits.options());
   at::Tensor entropy_mean = at::empty({nodes}, logits.options());
-  const int64_t rows_per_block = block_rows(nodes);
+  const int64_t rows_per_block = block_rows(nodes, kRoutingBlockValues);
   const int64_t blocks = (batch + rows_per_block - 1) / rows_per_block;
   std::vector<double> partial(static_cast<size_t>(std::max<int64_t>(blocks, 1) * nodes), 0.0);
 
@@ -276,7 +282,7 @@ at::Tensor fff_soft_routing_backward(const at::Tensor& logits,
   }
   if (!has_leaf && !has_entropy) return at::zeros_like(logits);
   at::Tensor grad = at::empty_like(logits);
-  const int64_t rows_per_block = block_rows(nodes);
+  const int64_t rows_per_block = block_rows(nodes, kRoutingBlockValues);
   const int64_t blocks = (batch + rows_per_block - 1) / rows_per_block;
 
   AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "fff_soft_routing_backward", [&] {
@@ -442,7 +448,7 @@ std::tuple<at::Tensor, at::Tensor> leaf_backward_mixed(at::Tensor grad_weighted,
                   grad_bias_mix.scalar_type() == grad_weighted.scalar_type(),
               "leaf_backward_mixed: grad_weighted (B, H), mixed (B, H + L), grad_bias_mix (B, L)");
   const int64_t g_stride = grad_weighted.stride(0), gb_stride = grad_bias_mix.stride(0);
-  const int64_t rows_per_block = std::max<int64_t>(1, std::min<int64_t>(64, 16384 / width));
+  const int64_t rows_per_block = block_rows(width, kLeafBlockValues);
   const int64_t blocks = (batch + rows_per_block - 1) / rows_per_block;
   at::Tensor terms = at::empty({batch, leaves}, mixed.options());
   at::Tensor bias_grad = at::empty({width}, mixed.options());
