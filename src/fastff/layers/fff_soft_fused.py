@@ -270,7 +270,8 @@ def soft_fff(
     or None.
     """
     parameters = (node_weights, node_biases, w1s, b1s, w2s, b2s)
-    if torch.is_autocast_enabled(x.device.type):
+    device_type = x.device.type  # autocast has no "meta" (shape tracing), so ask first
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         return _soft_fff_autocast(x, parameters, activation, swap, routing_kernel, aux_scale)
     if (
         routing_kernel
