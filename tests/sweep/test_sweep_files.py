@@ -125,8 +125,20 @@ def test_the_yaml_examples_of_sweeps_readme_are_valid_yaml():
     text = (ROOT / "sweeps" / "README.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
     assert blocks
-    for block in blocks:
-        parsed = yaml.safe_load(block)
-        if isinstance(parsed, dict) and "command" in parsed:
-            assert parsed["command"][:2] == ["${env}", "${interpreter}"]
-            assert parsed["command"][-1] == "${args_no_hyphens}"
+    commands = [
+        parsed["command"]
+        for parsed in map(yaml.safe_load, blocks)
+        if isinstance(parsed, dict) and "command" in parsed
+    ]
+    assert commands
+    for path in SWEEP_FILES:  # the command each file really has (its entry module aside)
+        spec = load_spec(path)
+        module = spec.command.index("-m") + 1
+        for command in commands:
+            assert command[:module] + command[module + 1 :] == (
+                spec.command[:module] + spec.command[module + 1 :]
+            ), path.name
+            assert command[module] == "fastff.train" and spec.entry_module in (
+                "fastff.train",
+                "fastff.bench",
+            ), path.name
