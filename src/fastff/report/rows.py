@@ -47,7 +47,6 @@ INT_COLUMNS = (
     "ETT_G",
     "epochs",
 )
-FLOAT_COLUMNS = ("hardening", "M_A", "G_A", "wall_time_s")
 RUN_COLUMNS = (
     "run_id",
     "table",
