@@ -76,6 +76,11 @@ CASES: list[tuple[tuple[str, ...], str]] = [
     (("fastff.bench", "seed=-1"), "error: seed must be an integer from 0"),
     (("fastff.bench", "threads=0"), "error: threads"),
     (("fastff.bench", "hydra.run.dir={file}/x"), "error: hydra.run.dir: cannot create"),
+    (("fastff.bench", "hydra.run.dir=/proc/x/run"), "error: hydra.run.dir: cannot create"),
+    # export
+    (("fastff.export", "ckpt_path=missing.ckpt"), "error: ckpt_path: no checkpoint file"),
+    (("fastff.export", "ckpt_path={file}"), "error: ckpt_path"),
+    (("fastff.export", "ckpt_path=x.ckpt", "hydra.run.dir=/proc/x/run"), "error: hydra.run.dir"),
     # sweep runner
     (("fastff.sweep", "missing.yaml"), "error: sweep file missing.yaml not found"),
     (("fastff.sweep", "{bad_yaml}"), "is not valid YAML"),
