@@ -104,6 +104,7 @@ class LayerKind:
             arguments``; None: no ``timm_mlp(layer_class)``.
         timm_choices: the size arguments of which ``timm_mlp`` takes exactly one (empty: none).
         timm_derived: size arguments ``timm_mlp`` refuses (they come from ``hidden_features``).
+        timm_fix_init: the layer has timm's ``fc2`` that a ViT's ``fix_init`` rescales.
         bench_layer: builder keywords of the kind in a benchmark case (:class:`BenchShape`);
             None: not benchmarked.
         bench_vit_layer: builder keywords as the ViT benchmark's MLP, ``(leaf_width, moe_k,
@@ -128,6 +129,7 @@ class LayerKind:
     timm_sizes: Callable[[int, Mapping[str, Any], str], dict[str, int]] | None = None
     timm_choices: tuple[str, ...] = ()
     timm_derived: tuple[str, ...] = ()
+    timm_fix_init: bool = False
     bench_layer: Callable[[BenchShape], dict[str, Any]] | None = None
     bench_vit_layer: Callable[[int, int, int], dict[str, Any]] | None = None
     bench_prepare: Callable[[nn.Module], nn.Module] | None = None
@@ -216,6 +218,7 @@ FF_KIND = LayerKind(
     derived=("hidden_width",),
     timm_sizes=size_rules.ff_timm_sizes,
     timm_derived=("hidden_width",),
+    timm_fix_init=True,
     bench_layer=lambda shape: {"width": shape.training_width},
     bench_vit_layer=lambda leaf, moe_k, hidden: {"width": None},
 )

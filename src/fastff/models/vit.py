@@ -19,7 +19,6 @@ from typing import Any
 from torch import nn
 
 from fastff.errors import LayerConfigError
-from fastff.layers import FF
 from fastff.models import kinds
 from fastff.models.layer_builders import check_config_keys
 from fastff.models.timm_mlp import TimmMlp, timm_mlp
@@ -100,7 +99,7 @@ def build_vit(
     settings = {**(PAPER_VIT if arch is None else {}), **overrides}
     hidden = _hidden_width(arch, settings)
     mlp_layer = _mlp_layer(layer_factory, hidden, layer_width)
-    if fix_init and mlp_layer.layer_class is not FF:
+    if fix_init and not kinds.kind_of(mlp_layer.layer_class).timm_fix_init:
         raise ValueError(
             f"model.fix_init=true rescales each block's mlp.fc2, which only the FF layer has; "
             f"use model.fix_init=false with {mlp_layer.layer_class.__name__}"
