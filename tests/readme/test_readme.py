@@ -138,8 +138,11 @@ def summary_table(result: Result, work: Path) -> None:
 
 
 def bench_table(result: Result, work: Path) -> None:
-    """The printed tables fit 100 columns."""
-    widths = [len(line) for line in result.stdout.splitlines()]
+    """The printed tables fit 100 columns (from the first table's title on; the lines naming
+    the output files are paths)."""
+    lines = result.stdout.splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("fastff bench")) :]
+    widths = [len(line) for line in lines if not line.startswith(("Results: ", "Plots: "))]
     assert widths and max(widths) <= 100, max(widths)
     assert "FF/FFF" in result.stdout or "FFF" in result.stdout
 
@@ -231,7 +234,7 @@ PLANS: dict[str, Plan] = {
     "layer.leaf_width=24": run_tiny(*TRAIN),
     # The protocol and the results
     "python -m fastff.eval ckpt_path=outputs/train/runs/<date_time>/checkpoints/last.ckpt": Plan(
-        check=eval_json_where_the_readme_says
+        check=eval_json_where_the_readme_says, quiet=True
     ),
     # Weights & Biases: uploading needs a server; the folders it names exist
     "wandb sync outputs/train/runs/<date_time>/wandb/offline-run-*": Plan(
@@ -304,9 +307,9 @@ PLANS: dict[str, Plan] = {
     "GPU_CHECK_DRY_RUN=1 make gpu-check PYTHON=.venv/bin/python": DRY_GPU_CHECK,
     # Export and serve
     "python -m fastff.export ckpt_path=outputs/train/runs/<date_time>/checkpoints/last.ckpt "
-    "format=onnx output=model.onnx": Plan(check=exported("model.onnx")),
+    "format=onnx output=model.onnx": Plan(check=exported("model.onnx"), quiet=True),
     "python -m fastff.export ckpt_path=... format=torch_export output=model.pt2": Plan(
-        check=exported("model.pt2")
+        check=exported("model.pt2"), quiet=True
     ),
     'make export ARGS="ckpt_path=... format=onnx output=model.onnx test=true"': Plan(
         check=contains("test accuracy of the exported model")
@@ -409,7 +412,8 @@ def ensure_report_sources(work: Path) -> None:
     }
     for target, source in sources.items():
         if not (work / target).exists():
-            shutil.copytree(source, work / target, ignore=shutil.ignore_patterns("*.png"))
+            ignore = shutil.ignore_patterns("*.png", "wandb", "checkpoints")
+            shutil.copytree(source, work / target, ignore=ignore)
 
 
 def substitute(command: str, work: Path) -> str:
