@@ -15,6 +15,7 @@ import pickle
 import pytest
 import torch
 from oracles import fff_hard_oracle, fff_soft_oracle
+from timm.models import create_feature_extractor, get_graph_node_names
 from timm.utils import ModelEmaV3
 from torch import nn
 
@@ -196,6 +197,17 @@ def test_jit_trace_in_eval_generalises_to_other_batch_sizes(name):
             assert torch.allclose(traced(x), expected, atol=1e-5), batch
 
 
+def test_jit_trace_of_a_training_ff_equals_eager_with_gradients():
+    layer = _layer("ff").train()
+    traced = torch.jit.trace(layer, torch.randn(6, IN), check_trace=False)
+    x = torch.randn(40, IN)
+    expected = torch.relu(x @ layer.fc1.weight.T + layer.fc1.bias) @ layer.fc2.weight.T
+    y = traced(x)
+    assert torch.allclose(y, expected + layer.fc2.bias, atol=1e-5)
+    y.sum().backward()
+    assert all(p.grad is not None for p in layer.parameters())
+
+
 def test_jit_trace_of_a_training_fff_gives_the_eager_soft_forward():
     layer = _layer("fff").train()  # no dropout, no region leak
     traced = torch.jit.trace(layer, torch.randn(6, IN), check_trace=False)
@@ -256,6 +268,21 @@ def _layer_of(name: str, in_features: int, out_features: int) -> nn.Module:
     if name == "fff":
         return FFF(in_features, out_features, 4, 2, hardening=0.1)
     return MoE(in_features, out_features, 4, 6)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_timm_feature_extraction_of_a_flat_net_returns_the_layers_output(name):
+    model = FlatNet((1, 3, 4), OUT, functools.partial(lambda n, i, o: _layer_of(n, i, o), name))
+    model.eval()
+    _, eval_nodes = get_graph_node_names(model)
+    node = [n for n in eval_nodes if n.startswith("layer")][-1]
+    assert node == "layer" or name == "ff", eval_nodes  # FFF and MoE: one leaf node
+    extractor = create_feature_extractor(model, return_nodes={node: "out", "flatten": "flat"})
+    x = torch.rand(9, 1, 3, 4)
+    with torch.no_grad():
+        features = extractor(x)
+        assert torch.allclose(features["out"], model(x), atol=1e-6)
+    assert torch.equal(features["flat"], x.flatten(1))
 
 
 @pytest.mark.parametrize("name", ["fff", "moe"])
