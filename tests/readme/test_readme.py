@@ -42,6 +42,13 @@ FASTFF_PREFIXES = ("error:", "warning:", "fastff:")
 """How every line fastff itself writes to stderr begins."""
 
 TRAIN = ("trainer.max_epochs=1", "logger=none")
+FEW = (
+    *TRAIN,
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
+)
+"""One epoch of two batches per split: for the ViTs, multiruns and DDP."""
 BENCH = ("timing.min_run_time=0.01", "timing.repeats=1", "timing.warmup=1")
 FIG3 = (*BENCH, "modes.paper_fig3.max_depth=2", "modes.paper_fig3.batch_sizes=[1,7]")
 TABLE1 = (
@@ -220,18 +227,16 @@ PLANS: dict[str, Plan] = {
         run_tiny(*TRAIN), one_line("error: trainer", check=contains("trainer=cpu"))
     ),
     "python -m fastff.train --multirun layer.leaf_width=1,2,4,8 seed=0,1,2": run_tiny(
-        *TRAIN, quiet=False
+        *FEW, quiet=False
     ),
     # Vision transformers
-    "python -m fastff.train model=vit": run_tiny(*TRAIN),
-    "python -m fastff.train experiment=table3_mnist5k layer=fff layer.leaf_width=8": run_tiny(
-        *TRAIN
-    ),
+    "python -m fastff.train model=vit": run_tiny(*FEW),
+    "python -m fastff.train experiment=table3_mnist5k layer=fff layer.leaf_width=8": run_tiny(*FEW),
     "python -m fastff.train experiment=table3 layer=fff layer.leaf_width=1": one_line(
         "error: dataset 'cifar10' not found in ", check=no_data_folder()
     ),
     "python -m fastff.train model=vit model.arch=vit_tiny_patch16_224 model.patch_size=4 "
-    "layer.leaf_width=24": run_tiny(*TRAIN),
+    "layer.leaf_width=24": run_tiny(*FEW),
     # The protocol and the results
     "python -m fastff.eval ckpt_path=outputs/train/runs/<date_time>/checkpoints/last.ckpt": Plan(
         check=eval_json_where_the_readme_says, quiet=True
@@ -273,7 +278,7 @@ PLANS: dict[str, Plan] = {
     "python -m fastff.train trainer=ddp trainer.devices=4 trainer.num_nodes=2": (
         NEEDS_4_GPUS if HAS_CUDA else DDP_WITHOUT_GPU
     ),
-    "python -m fastff.train trainer=ddp_cpu": run_tiny(*TRAIN, check=summary_table),
+    "python -m fastff.train trainer=ddp_cpu": run_tiny(*FEW, check=summary_table),
     "python -m fastff.train --multirun hydra/launcher=slurm hydra.launcher.partition=gpu "
     "hydra.launcher.timeout_min=600 trainer=ddp trainer.devices=4 data=mnist layer.width=128 "
     "layer.leaf_width=1,2,4,8 seed=0,1,2": (
