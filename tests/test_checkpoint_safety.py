@@ -143,3 +143,21 @@ def test_a_missing_or_extra_tensor_is_one_line(base_ckpt, tmp_path: Path):
         load_model(write_variant(base_ckpt, tmp_path / "drop.ckpt", drop))
     with pytest.raises(ValueError, match=r"holds a tensor model\.layer\.extra that the model"):
         load_model(write_variant(base_ckpt, tmp_path / "add.ckpt", add))
+
+
+MALFORMED = {
+    "state_dict_not_a_mapping": lambda c: c.__setitem__("state_dict", 5),
+    "state_dict_int_keys": lambda c: c.__setitem__("state_dict", {0: torch.zeros(1)}),
+    "hyper_parameters_not_a_mapping": lambda c: c.__setitem__("hyper_parameters", 5),
+    "config_a_string": lambda c: c.__setitem__("hyper_parameters", {"config": "configs"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_checkpoint_is_one_line(base_ckpt, tmp_path: Path, case):
+    path = write_variant(base_ckpt, tmp_path / f"{case}.ckpt", MALFORMED[case])
+    with pytest.raises(ValueError) as caught:
+        load_model(path)
+    assert str(caught.value) == (
+        f"ckpt_path: {str(path)!r} is not a checkpoint written by fastff.train"
+    )

@@ -250,6 +250,16 @@ def test_a_checkpoint_with_wrong_shaped_tensors_is_one_line(crafted, tmp_path, m
     assert ckpt.read_bytes() == before
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["fastff.eval", "fastff.export"])
+def test_a_checkpoint_whose_state_dict_is_no_mapping_is_one_line(crafted, tmp_path, module):
+    from crafted_checkpoints import write_variant
+
+    ckpt = write_variant(crafted, tmp_path / "odd.ckpt", lambda c: c.__setitem__("state_dict", 5))
+    line = _error_line(_cli(tmp_path, module, f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}/r"))
+    assert line == f"error: ckpt_path: {str(ckpt)!r} is not a checkpoint written by fastff.train"
+
+
 EXPORT_OUTPUTS = [
     ("/proc/x/model.onnx", "cannot write there: cannot create a folder in '/proc'"),
     ("{tmp}", "is a folder; give the file to write"),

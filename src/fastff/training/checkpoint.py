@@ -39,10 +39,13 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"ckpt_path: {os.fspath(path)!r} is not a readable checkpoint (truncated or not a "
             f"torch file: {str(err).splitlines()[0] if str(err) else type(err).__name__})"
         ) from None
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if (
-        not isinstance(ckpt, dict)
-        or "state_dict" not in ckpt
-        or "config" not in ckpt.get("hyper_parameters", {})
+        not isinstance(state, dict)
+        or not all(isinstance(key, str) for key in state)
+        or not isinstance(hparams, dict)
+        or not isinstance(hparams.get("config"), dict)
     ):
         raise ValueError(
             f"ckpt_path: {os.fspath(path)!r} is not a checkpoint written by fastff.train"
