@@ -68,3 +68,27 @@ def test_gpu_wheels_pin_the_versions_tested_here():
     assert set(pinned) == {"hydra-core", "omegaconf", "antlr4-python3-runtime"}
     for name, version in pinned.items():
         assert importlib.metadata.version(name) == version, name
+
+
+@pytest.mark.parametrize(
+    ("dry", "cuda", "wheels", "expected"),
+    [
+        (False, False, True, "error: make gpu-check needs a CUDA GPU"),
+        (True, False, False, "error: no wheels in "),
+        (False, True, False, "error: no wheels in "),
+        (True, False, True, None),
+        (False, True, True, None),
+    ],
+)
+def test_the_check_refuses_in_one_line_before_writing(
+    dry, cuda, wheels, expected, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(gpu_check, "WHEELS", tmp_path)
+    if wheels:
+        (tmp_path / "hydra_core-1.3.8-py3-none-any.whl").write_bytes(b"")
+    line = gpu_check.refusal(dry)
+    if expected is None:
+        assert line is None
+    else:
+        assert line.startswith(expected) and "\n" not in line

@@ -118,3 +118,20 @@ def test_local_submitit_multirun_completes_a_trial(tmp_path):
     assert metrics["status"] == "smoke_test"
     assert metrics["seed"] == 3 and metrics["G_A"] is not None
     assert (sweep_dir / ".submitit").is_dir()  # the job went through submitit
+
+
+@pytest.mark.parametrize(("launcher", "srun", "refused"), [("slurm", None, True),
+                                                           ("slurm", "/usr/bin/srun", False),
+                                                           ("local", None, False)])  # fmt: skip
+def test_slurm_launcher_without_slurm_is_one_line(monkeypatch, launcher, srun, refused):
+    from fastff import hydra_app
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", [f"hydra/launcher={launcher}"], return_hydra_config=True)
+    monkeypatch.setattr(hydra_app.shutil, "which", lambda name: srun if name == "srun" else None)
+    line = hydra_app.slurm_launcher_problem(cfg)
+    assert (line is not None) is refused
+    if refused:
+        assert line.startswith("error: hydra/launcher=slurm: this machine has no SLURM")
+        assert "hydra/launcher=local" in line and "\n" not in line
