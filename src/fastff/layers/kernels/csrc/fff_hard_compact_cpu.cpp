@@ -42,10 +42,10 @@ using namespace fastff_hard;
 
 using F = Simd<float>::vec;
 constexpr int64_t W = Simd<float>::width;
-typedef uint16_t U16 __attribute__((vector_size(FASTFF_VECTOR_BYTES / 2)));
-typedef uint32_t U32 __attribute__((vector_size(FASTFF_VECTOR_BYTES)));
-typedef int8_t I8 __attribute__((vector_size(FASTFF_VECTOR_BYTES / 4)));
-typedef int32_t I32 __attribute__((vector_size(FASTFF_VECTOR_BYTES)));
+using U16 = Simd<uint16_t, FASTFF_VECTOR_BYTES / 2>::vec;  // W bfloat16 weights
+using U32 = Simd<uint32_t>::vec;
+using I8 = Simd<int8_t, FASTFF_VECTOR_BYTES / 4>::vec;  // W int8 weights
+using I32 = Simd<int32_t>::vec;
 
 // W compact weights from p (unaligned) as one float32 vector. bfloat16 is the upper half of a
 // float32, so widening is exact.

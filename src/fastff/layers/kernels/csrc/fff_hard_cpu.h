@@ -68,10 +68,12 @@ inline int64_t rows_per_task(int64_t per_row) {
 #define FASTFF_VECTOR_BYTES 32
 #endif
 
-template <typename T>
+// Simd<T>::vec: one full vector of T; Simd<T, Bytes>::vec: Bytes of T (e.g. the narrower
+// bfloat16 / int8 vectors that widen to one full float32 vector).
+template <typename T, int64_t Bytes = FASTFF_VECTOR_BYTES>
 struct Simd {
-  typedef T vec __attribute__((vector_size(FASTFF_VECTOR_BYTES)));
-  static constexpr int64_t width = FASTFF_VECTOR_BYTES / sizeof(T);
+  typedef T vec __attribute__((vector_size(Bytes)));
+  static constexpr int64_t width = Bytes / sizeof(T);
 };
 
 template <typename T>
