@@ -260,6 +260,24 @@ def test_a_checkpoint_whose_state_dict_is_no_mapping_is_one_line(crafted, tmp_pa
     assert line == f"error: ckpt_path: {str(ckpt)!r} is not a checkpoint written by fastff.train"
 
 
+@pytest.mark.slow
+def test_resuming_from_a_weights_only_checkpoint_is_one_line(crafted, tmp_path):
+    """A checkpoint with fitting weights but no training state (as fastff.quantization or a
+    hand-made file writes) cannot be resumed: one line, before any training."""
+    from crafted_checkpoints import write_variant
+
+    ckpt = write_variant(crafted, tmp_path / "weights.ckpt", lambda c: None)
+    run_dir = tmp_path / "r"
+    proc = _cli(
+        tmp_path, "fastff.train", "logger=none", f"ckpt_path={ckpt}", f"hydra.run.dir={run_dir}"
+    )
+    line = _error_line(proc)
+    assert line.startswith(
+        f"error: ckpt_path: {str(ckpt)!r} holds weights only (no pytorch-lightning_version)"
+    ), line
+    assert not (run_dir / "checkpoints").exists()
+
+
 EXPORT_OUTPUTS = [
     ("/proc/x/model.onnx", "cannot write there: cannot create a folder in '/proc'"),
     ("{tmp}", "is a folder; give the file to write"),

@@ -153,13 +153,27 @@ def check_state_shapes(
         )
 
 
+TRAINING_STATE = ("pytorch-lightning_version", "epoch", "global_step", "loops")
+"""Keys of a checkpoint Lightning saved during training, besides ``state_dict``; resuming reads
+them (and ``optimizer_states``, ``lr_schedulers``)."""
+
+
 def check_checkpoint_fits(path: str | os.PathLike, module: nn.Module) -> None:
     """Raise ConfigError (one line) unless every tensor of the checkpoint at ``path`` has the
-    name and shape of ``module``'s state dict (the LightningModule ``fastff.train`` resumes)."""
+    name and shape of ``module``'s state dict (the LightningModule ``fastff.train`` resumes)
+    and the checkpoint holds the training state resuming needs (not weights only)."""
     try:
-        check_state_shapes(read_checkpoint(path)["state_dict"], module.state_dict())
+        ckpt = read_checkpoint(path)
+        check_state_shapes(ckpt["state_dict"], module.state_dict())
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    missing = [k for k in (*TRAINING_STATE, "optimizer_states", "lr_schedulers") if k not in ckpt]
+    if missing:
+        raise ConfigError(
+            f"ckpt_path: {os.fspath(path)!r} holds weights only (no {missing[0]}), not a training "
+            "run's state; fastff.train ckpt_path= resumes a run from its checkpoints/last.ckpt "
+            "(fastff.eval and fastff.export take weights-only checkpoints)"
+        )
 
 
 def load_layer(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
