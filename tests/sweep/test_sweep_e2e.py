@@ -97,3 +97,58 @@ def test_two_jobs_run_two_real_trials_at_once(tmp_path):
     assert [t["threads"] for t in trials] == [1, 1]
     a, b = sorted(trials, key=lambda t: t["started_at"])
     assert b["started_at"] < a["finished_at"], "the second trial waited for the first"
+
+
+def test_a_trial_killed_after_a_checkpoint_resumes_from_it(tmp_path):
+    """The runner is SIGKILLed once its trial has written last.ckpt; rerun, the trial goes on from
+    that checkpoint (not from scratch) and ends with the history of an uninterrupted run."""
+    spec = Path(__file__).resolve().parent / "data" / "resume.yaml"
+    out = tmp_path / "sweeps"
+    command = [sys.executable, "-m", "fastff.sweep", str(spec), "-o", str(out)]
+    runner = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    trial_dir = out.resolve() / "resume" / "trials" / "0001"
+    deadline = time.monotonic() + 240
+    while not (trial_dir / "checkpoints" / "last.ckpt").is_file():
+        assert runner.poll() is None, "the runner ended before the trial's first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    time.sleep(1)  # the trial gets SIGKILL from the kernel (PR_SET_PDEATHSIG)
+    killed = json.loads((trial_dir / "metrics.json").read_text())
+    assert killed["status"] == "running", "the trial ended before the kill: nothing to resume"
+
+    resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "trial 0001: resuming from its checkpoints/last.ckpt" in resumed.stdout
+    assert "Restored all states from the checkpoint" in (trial_dir / "train.log").read_text()
+    result = json.loads((trial_dir / "metrics.json").read_text())
+    assert result["status"] == "finished"
+
+    # the same trial uninterrupted, straight through fastff.train
+    overrides = [f"{k}={v}" for k, v in _state_of(out, "resume")["trials"][0]["params"].items()]
+    reference_dir = tmp_path / "reference"
+    straight = subprocess.run(
+        [sys.executable, "-m", "fastff.train", *overrides, f"hydra.run.dir={reference_dir}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": str(_state_of(out, "resume")["trials"][0]["threads"]),
+        },
+    )
+    assert straight.returncode == 0, straight.stderr
+    reference = json.loads((reference_dir / "metrics.json").read_text())
+    assert len(result["history"]) == len(reference["history"]) > 1
+    for got, want in zip(result["history"], reference["history"], strict=True):
+        assert got["epoch"] == want["epoch"]
+        assert got["train_acc"] == pytest.approx(want["train_acc"], abs=1e-6)
+        assert got["val_acc"] == pytest.approx(want["val_acc"], abs=1e-6)
+    assert result["G_A"] == pytest.approx(reference["G_A"], abs=1e-6)
+
+
+def _state_of(out: Path, name: str) -> dict:
+    return json.loads((out / name / "state.json").read_text())

@@ -36,6 +36,24 @@ def same_config(run_dir: Path, trial: Trial) -> bool:
     return recorded == hydra_overrides(trial.params)
 
 
+def resumable(run_dir: Path, trial: Trial) -> bool:
+    """Whether ``run_dir`` holds an unfinished run of exactly ``trial``'s overrides that its own
+    command continues from ``checkpoints/last.ckpt`` (``fastff.train`` resumes such a run dir by
+    itself), so the runner keeps it instead of starting the trial clean."""
+    from fastff.training.run_dir import RESUMABLE
+
+    try:
+        results = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return (
+        isinstance(results, dict)
+        and results.get("status") in RESUMABLE
+        and (run_dir / "checkpoints" / "last.ckpt").is_file()
+        and same_config(run_dir, trial)
+    )
+
+
 def commit_note(results: dict[str, Any], this_commit: str | None) -> str | None:
     """A note when the result was made at another git commit than ``this_commit``."""
     git = (results.get("provenance") or {}).get("git") or {}

@@ -28,7 +28,14 @@ from typing import IO, Any
 from rich.console import Console
 from rich.markup import escape
 
-from fastff.sweep.adopt import adopt, finished_result, keep_aside, same_config, this_commit
+from fastff.sweep.adopt import (
+    adopt,
+    finished_result,
+    keep_aside,
+    resumable,
+    same_config,
+    this_commit,
+)
 from fastff.sweep.command import local_command
 from fastff.sweep.display import progress_bar, status_line, trials_table
 from fastff.sweep.search import grid_size, propose
@@ -269,7 +276,8 @@ class LocalRunner:
                     trial.status = "pending"
         self.console.print(
             f"Resuming sweep {state.name}: {state.count('finished')} finished, "
-            f"{state.count('failed')} failed, {len(interrupted)} interrupted (run again), "
+            f"{state.count('failed')} failed, {len(interrupted)} interrupted "
+            "(run again, from their last.ckpt where they have one), "
             f"{state.count('pending')} to run"
             + (f"; {adopted} finished result(s) adopted" if adopted else "")
         )
@@ -342,12 +350,16 @@ class LocalRunner:
                 f"[yellow]trial {trial.id}: {run_dir} holds a finished run of other settings; "
                 f"kept as {aside}[/yellow]"
             )
-        elif run_dir.exists():  # a trial interrupted earlier: start it clean
+        resuming = run_dir.exists() and resumable(run_dir, trial)
+        if resuming:  # interrupted after an epoch: fastff.train goes on from its last.ckpt
+            self.console.print(f"trial {trial.id}: resuming from its checkpoints/last.ckpt")
+        elif run_dir.exists():  # interrupted before a checkpoint, or not resumable: start clean
             shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=resuming)
         trial.command = local_command(self.spec.command, trial.params, run_dir)
-        stdout = (run_dir / "stdout.log").open("w")
-        stderr = (run_dir / "stderr.log").open("w")
+        mode = "a" if resuming else "w"  # a resumed trial's logs keep the earlier attempt's
+        stdout = (run_dir / "stdout.log").open(mode)
+        stderr = (run_dir / "stderr.log").open(mode)
         env = trial_env(self.threads)
         process: subprocess.Popen | WarmProcess | None = None
         if self.warm is not None:  # None: not a command the warm worker runs
