@@ -48,6 +48,19 @@ def run_of(ckpt: dict[str, Any]) -> dict[str, Any]:
     return ckpt["hyper_parameters"]["config"]["run"]
 
 
+FOREIGN_MESSAGES = {
+    "data": "data._target_='numpy.savetxt'",
+    "layer": "layer._target_='shutil.copyfile'",
+    "model": "model._target_='logging.basicConfig'",
+    "partial_layer": "layer._target_='numpy.savetxt'",
+    "nested_activation": "layer.activation._target_='numpy.savetxt'",
+    "nested_in_a_list": "data.affine_scale[1]._target_='builtins.open'",
+    "interpolation": "data.data_dir='${oc.decode:",
+}
+"""For each foreign-code case of :func:`foreign_changes`: the part of fastff's one-line refusal
+that names the setting (the refused target or interpolation)."""
+
+
 def foreign_changes(marker: Path) -> dict[str, Callable[[dict[str, Any]], None]]:
     """Ways a received checkpoint could try to run code; each would write ``marker`` if its
     ``_target_`` were instantiated (numpy.savetxt, shutil.copyfile and builtins.open write

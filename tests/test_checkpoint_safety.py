@@ -13,7 +13,13 @@ import yaml
 from omegaconf import OmegaConf
 from pipeline_utils import CONF, compose_config
 
-from crafted_checkpoints import fastff_checkpoint, foreign_changes, run_of, write_variant
+from crafted_checkpoints import (
+    FOREIGN_MESSAGES,
+    fastff_checkpoint,
+    foreign_changes,
+    run_of,
+    write_variant,
+)
 from fastff import registry
 from fastff.registry import ForeignTargetError, check_recorded_config
 from fastff.training.checkpoint import load_model
@@ -82,13 +88,7 @@ def test_a_genuine_checkpoint_loads(base_ckpt, tmp_path: Path):
 
 
 FOREIGN = {
-    "data": "data._target_='numpy.savetxt'",
-    "layer": "layer._target_='shutil.copyfile'",
-    "model": "model._target_='logging.basicConfig'",
-    "partial_layer": "layer._target_='numpy.savetxt'",
-    "nested_activation": "layer.activation._target_='numpy.savetxt'",
-    "nested_in_a_list": "data.affine_scale[1]._target_='builtins.open'",
-    "interpolation": "data.data_dir='${oc.decode:",
+    **FOREIGN_MESSAGES,
     "num_classes": "num_classes must be a positive integer",
 }
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from crafted_checkpoints import FOREIGN_MESSAGES
+
 # Each test runs the real command line (a few seconds each): the first case of each entry point
 # runs in `make test-fast`; the other cases and the tests below are marked slow.
 
@@ -194,19 +196,10 @@ def crafted(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return fastff_checkpoint(tmp_path_factory.mktemp("crafted"))
 
 
-FOREIGN_KEYS = {
-    "data": "data._target_='numpy.savetxt'",
-    "layer": "layer._target_='shutil.copyfile'",
-    "model": "model._target_='logging.basicConfig'",
-    "partial_layer": "layer._target_='numpy.savetxt'",
-    "nested_activation": "layer.activation._target_='numpy.savetxt'",
-    "nested_in_a_list": "data.affine_scale[1]._target_='builtins.open'",
-    "interpolation": "data.data_dir='${oc.decode:",
-}
 FOREIGN_CLI = [
     (module, case, key)
     for module in ("fastff.eval", "fastff.export", "fastff.train")
-    for case, key in FOREIGN_KEYS.items()
+    for case, key in FOREIGN_MESSAGES.items()
 ]
 
 
