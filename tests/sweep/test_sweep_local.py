@@ -207,3 +207,36 @@ def test_cli_exit_status_and_error_line(write_sweep, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0
+
+
+def _unfinished_with_checkpoint(trial_dir: Path) -> Path:
+    """Make ``trial_dir`` look like a fastff run stopped after an epoch; returns a marker file."""
+    (trial_dir / "metrics.json").write_text(json.dumps({"status": "running"}))
+    (trial_dir / "checkpoints").mkdir(exist_ok=True)
+    (trial_dir / "checkpoints" / "last.ckpt").write_bytes(b"checkpoint")
+    marker = trial_dir / "kept.txt"
+    marker.write_text("from the interrupted attempt")
+    return marker
+
+
+def test_an_interrupted_trial_with_a_checkpoint_keeps_its_folder_a_failed_one_starts_clean(
+    write_sweep, tmp_path
+):
+    path = write_sweep({"x": {"values": [1, 2]}, "hydra": {"value": True}})
+    state = _run(path, tmp_path)
+    trial_dir = Path(state.trials[1].run_dir)
+    marker = _unfinished_with_checkpoint(trial_dir)
+    state.trials[1].status, state.trials[1].exit_code = "running", None  # a SIGKILLed runner
+    state.save(tmp_path / "fake" / "state.json")
+    (trial_dir / "stdout.log").write_text("earlier attempt\n")
+    resumed = _run(path, tmp_path)
+    assert resumed.trials[1].status == "finished" and resumed.trials[1].attempts == 2
+    assert marker.is_file(), "the interrupted trial's folder was deleted instead of resumed"
+    assert (trial_dir / "stdout.log").read_text().startswith("earlier attempt\n")
+
+    marker = _unfinished_with_checkpoint(trial_dir)
+    resumed.trials[1].status, resumed.trials[1].exit_code = "failed", 1
+    resumed.save(tmp_path / "fake" / "state.json")
+    retried = _run(path, tmp_path, retry_failed=True)
+    assert retried.trials[1].status == "finished" and retried.trials[1].attempts == 3
+    assert not marker.exists(), "a failed trial, retried, must start in a clean folder"

@@ -15,15 +15,19 @@ from fastff.sweep.command import hydra_overrides
 from fastff.sweep.state import Trial
 
 
-def finished_result(run_dir: Path) -> dict[str, Any] | None:
-    """The run dir's metrics.json if it is complete and says ``finished``, else None."""
+def _metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The run dir's metrics.json if it is readable JSON of a mapping, else None."""
     try:
         results = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    if not isinstance(results, dict) or results.get("status") != "finished":
-        return None
-    return results
+    return results if isinstance(results, dict) else None
+
+
+def finished_result(run_dir: Path) -> dict[str, Any] | None:
+    """The run dir's metrics.json if it is complete and says ``finished``, else None."""
+    results = _metrics(run_dir)
+    return results if results is not None and results.get("status") == "finished" else None
 
 
 def same_config(run_dir: Path, trial: Trial) -> bool:
@@ -42,12 +46,9 @@ def resumable(run_dir: Path, trial: Trial) -> bool:
     itself), so the runner keeps it instead of starting the trial clean."""
     from fastff.training.run_dir import RESUMABLE
 
-    try:
-        results = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
+    results = _metrics(run_dir)
     return (
-        isinstance(results, dict)
+        results is not None
         and results.get("status") in RESUMABLE
         and (run_dir / "checkpoints" / "last.ckpt").is_file()
         and same_config(run_dir, trial)

@@ -350,7 +350,9 @@ class LocalRunner:
                 f"[yellow]trial {trial.id}: {run_dir} holds a finished run of other settings; "
                 f"kept as {aside}[/yellow]"
             )
-        resuming = run_dir.exists() and resumable(run_dir, trial)
+        # Only a trial that never ended (its runner was stopped) resumes: a failed one, retried,
+        # starts clean, so a run dir fastff.train refuses to continue cannot fail it again.
+        resuming = trial.exit_code is None and run_dir.exists() and resumable(run_dir, trial)
         if resuming:  # interrupted after an epoch: fastff.train goes on from its last.ckpt
             self.console.print(f"trial {trial.id}: resuming from its checkpoints/last.ckpt")
         elif run_dir.exists():  # interrupted before a checkpoint, or not resumable: start clean
